@@ -1,0 +1,29 @@
+"""VAE variants: ``nn.Module``s only, no loss code.
+
+Contract (DESIGN.md): ``model(x, generator=None) -> VAEOutput(recon, mu, logvar, z)`` with ``x``
+and ``recon`` float32 in [0, 1], NCHW; models also expose ``encode(x) -> (mu, logvar)``,
+``decode(z) -> images``, ``sample(n, generator=None) -> images`` and ``features(x)`` (the
+encoder's feature maps, for the own-encoder deep-feature loss).
+
+Factories are registered in ``MODELS``; every factory takes ``image_size`` (filled in by the
+engine from the dataset) and its ablation axes as keyword arguments.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from bench.registry import Registry
+
+MODELS = Registry("model")
+
+
+class VAEOutput(NamedTuple):
+    recon: torch.Tensor   # (B, 3, H, W) in [0, 1]
+    mu: torch.Tensor      # (B, D)
+    logvar: torch.Tensor  # (B, D)
+    z: torch.Tensor       # (B, D), the reparameterised sample decoded into recon
+
+
+from models import conv  # noqa: E402,F401  (registers the factories)

@@ -1,0 +1,32 @@
+"""Test options: plain `pytest` is fast and offline; `pytest --benchmark` adds the benchmarks."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="also run the benchmarks (tests marked `benchmark`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_bench = config.getoption("--benchmark")
+    has_real = bool(os.environ.get("PEGASUS_DATASETS"))
+    skip_bench = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark`")
+    skip_real = pytest.mark.skip(reason="real data: set PEGASUS_DATASETS=../shared/datasets")
+    for item in items:
+        is_bench = "benchmark" in item.keywords or "benchmark" in getattr(item, "fixturenames", ())
+        if is_bench and not run_bench:
+            item.add_marker(skip_bench)
+        if "realdata" in item.keywords and not has_real:
+            item.add_marker(skip_real)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep dataset caches and weights lookups of tests out of the user's home."""
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    torch.manual_seed(0)
