@@ -1,0 +1,490 @@
+"""Ablation files: strict YAML loading, validation and expansion into runs.
+
+    load(path, overrides) -> AblationSpec      # every mistake raised here, as file:line: key: message
+    expand(spec)          -> [RunSpec, ...]    # arms x datasets x seeds, fully resolved
+
+YAML pitfalls handled by the loader (STYLE.md): duplicate keys are rejected; ``1e-3`` is a float
+(PyYAML's YAML 1.1 resolver reads it as a string); only ``true``/``false`` are booleans (``off``,
+``no``, ``yes`` stay strings, so a pydantic type check catches them).
+
+Resolution order for one run (later wins):
+    built-in dataset definition < ``data.<dataset>`` in the file (and its bases)
+    model args:  ``data.<dataset>.model`` < ``defaults.model`` < ``arms.<arm>.model``
+    loss list:   ``defaults.loss``, replaced wholesale by ``arms.<arm>.loss``
+    train/eval:  ``defaults.train`` < ``arms.<arm>.train`` (key by key)
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from bench.errors import BenchError, ConfigError
+
+CLAIM_IDS = [f"C{i}" for i in range(1, 12)]
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2-style booleans and floats."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+Origin = tuple[str, int]          # (file, line)
+Path_ = tuple[Any, ...]            # ("arms", "ssim", "loss", 1, "name")
+
+
+def _walk(node: yaml.Node, file: str, path: Path_, lines: dict[Path_, Origin]) -> Any:
+    lines[path] = (file, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            key = _Loader.construct_object(_Loader(""), knode) if not isinstance(knode, yaml.ScalarNode) \
+                else _scalar(knode, file)
+            if not isinstance(key, (str, int)):
+                raise ConfigError("mapping keys must be plain names", file=file,
+                                  line=knode.start_mark.line + 1, key=_dotted(path))
+            if key in out:
+                raise ConfigError(f"duplicate key {key!r} (an earlier value would be silently dropped)",
+                                  file=file, line=knode.start_mark.line + 1, key=_dotted(path + (key,)))
+            out[key] = _walk(vnode, file, path + (key,), lines)
+            lines[path + (key,)] = (file, knode.start_mark.line + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(v, file, path + (i,), lines) for i, v in enumerate(node.value)]
+    return _scalar(node, file)
+
+
+def _scalar(node: yaml.Node, file: str) -> Any:
+    loader = _Loader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read value: {exc.problem or exc}", file=file,
+                          line=node.start_mark.line + 1) from None
+
+
+def read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, Origin]]:
+    """Parse YAML text; return (data, {path: (file, line)})."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise ConfigError(f"YAML syntax error: {exc.problem}", file=file,
+                          line=mark.line + 1 if mark else None) from None
+    lines: dict[Path_, Origin] = {}
+    if node is None:
+        return {}, lines
+    return _walk(node, file, (), lines), lines
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep-merge mappings; anything else in ``over`` replaces ``base``. Inputs are not mutated."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
+
+
+# --------------------------------------------------------------------------- schema
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class TrainSpec(_Strict):
+    """Optimisation settings of one run (shared by every arm unless an arm overrides a key)."""
+    steps: int = pydantic.Field(2000, ge=1)
+    batch_size: int = pydantic.Field(128, ge=1)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = pydantic.Field(0.0, ge=0)
+    grad_clip: float | None = pydantic.Field(None, gt=0)
+    log_every: int = pydantic.Field(50, ge=1)
+    ckpt_every: int = pydantic.Field(500, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True            # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    compile: bool = False       # torch.compile the model
+
+
+class EvalSpec(_Strict):
+    """What the scoring pass measures on a finished run."""
+    n_test: int | None = pydantic.Field(10000, ge=1)   # test images scored (None = all)
+    n_samples: int = pydantic.Field(1000, ge=16)       # prior samples scored
+    batch_size: int = pydantic.Field(250, ge=1)
+    sheet: int = pydantic.Field(64, ge=4)              # images per PNG sheet
+
+
+class ArmSpec(_Strict):
+    model: dict[str, Any] = {}
+    loss: list[dict[str, Any]] | None = None
+    train: dict[str, Any] = {}
+    eval: dict[str, Any] = {}
+
+
+class DefaultsSpec(_Strict):
+    model: dict[str, Any] = {"name": "conv"}
+    loss: list[dict[str, Any]] = [{"name": "kl"}, {"name": "mse"}]
+    train: dict[str, Any] = {}
+    eval: dict[str, Any] = {}
+
+
+class AblationSpec(_Strict):
+    name: str = pydantic.Field(pattern=NAME_RE)
+    question: str
+    claims: list[Literal[tuple(CLAIM_IDS)]] = []  # type: ignore[valid-type]
+    base: str | None = None
+    datasets: list[str] = pydantic.Field(min_length=1)
+    seeds: list[int] = pydantic.Field(min_length=1)
+    baseline: str | None = None
+    data: dict[str, dict[str, Any]] = {}
+    defaults: DefaultsSpec = DefaultsSpec()
+    arms: dict[str, ArmSpec] = pydantic.Field(min_length=1)
+    # filled by load(): where the file came from, for error messages and reproduce lines
+    source: str = ""
+
+    def baseline_arm(self) -> str:
+        return self.baseline or next(iter(self.arms))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fully resolved training run."""
+    ablation: str
+    arm: str
+    dataset: str
+    seed: int
+    model: dict[str, Any]          # {"name": ..., **bound args incl. image_size}
+    loss: list[dict[str, Any]]     # [{"name": ..., "weight": ..., **args}]
+    train: dict[str, Any]
+    eval: dict[str, Any]
+    data: dict[str, Any]
+    hash8: str = field(default="")
+
+    @property
+    def rel_dir(self) -> Path:
+        return Path(self.ablation) / self.arm / self.dataset / f"s{self.seed}-{self.hash8}"
+
+    def resolved(self) -> dict[str, Any]:
+        return {"ablation": self.ablation, "arm": self.arm, "dataset": self.dataset, "seed": self.seed,
+                "hash8": self.hash8, "model": self.model, "loss": self.loss, "train": self.train,
+                "eval": self.eval, "data": self.data}
+
+
+# --------------------------------------------------------------------------- loading
+
+_PATH_KEYS = {"root", "path"}
+
+
+class _Lines:
+    """Maps dotted error keys back to the file and line that set them."""
+
+    def __init__(self, lines: dict[Path_, Origin], file: str):
+        self.lines, self.file = lines, file
+
+    def error(self, msg: str, *candidates: Path_) -> ConfigError:
+        """Blame the candidate path that the files set most specifically (the first one on ties)."""
+        best, best_n, best_rank = None, 0, (-1, -1)
+        for cand in candidates:
+            n = next((n for n in range(len(cand), 0, -1) if cand[:n] in self.lines), 0)
+            rank = (2 if n == len(cand) else 1 if n == len(cand) - 1 else 0, n)  # the key > its parent > deeper
+            if n and rank > best_rank:
+                best, best_n, best_rank = cand, n, rank
+        if best is None:
+            return ConfigError(msg, file=self.file, key=_dotted(candidates[0]) if candidates else None)
+        f, line = self.lines[best[:best_n]]
+        return ConfigError(msg, file=f, line=line or None, key=_dotted(best))
+
+
+def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Path_, Origin]]:
+    """Read one file and its ``base:`` chain; return merged data and line origins."""
+    shown = _show(path)
+    if path in seen:
+        raise ConfigError("circular base: " + " -> ".join(_show(p) for p in seen + (path,)), file=shown)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=shown) from None
+    data, lines = read_yaml(text, shown)
+    if not isinstance(data, dict):
+        raise ConfigError("an ablation file must be a mapping (name:, datasets:, arms: ...)", file=shown, line=1)
+    base = data.get("base")
+    if base is None:
+        return data, lines
+    if not isinstance(base, str):
+        raise ConfigError("must be a file path", file=shown, line=lines[("base",)][1], key="base")
+    base_path = (path.parent / base).resolve()
+    if not base_path.exists():
+        raise ConfigError(f"base file not found: {_show(base_path)}", file=shown, line=lines[("base",)][1],
+                          key="base")
+    bdata, blines = _read_file(base_path, seen + (path,))
+    bdata.pop("base", None)
+    blines = {k: v for k, v in blines.items() if k[:1] != ("base",)}
+    return _merge(bdata, data), {**blines, **lines}
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _set_path(data: dict, path: Path_, value: Any) -> None:
+    cur: Any = data
+    for p in path[:-1]:
+        if isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+            cur = cur[p]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError("cannot set a key inside a non-mapping value", file="--set", key=_dotted(path))
+        cur = cur.setdefault(p, {})
+    if isinstance(cur, list) and isinstance(path[-1], int) and path[-1] < len(cur):
+        cur[path[-1]] = value
+    elif isinstance(cur, dict):
+        cur[path[-1]] = value
+    else:
+        raise ConfigError("cannot set a key inside a non-mapping value", file="--set", key=_dotted(path))
+
+
+def parse_override(text: str) -> tuple[Path_, Any]:
+    """``train.steps=300`` -> (("train", "steps"), 300); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}", file="--set")
+    key, raw = text.split("=", 1)
+    if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+", key):
+        raise ConfigError(f"bad key {key!r}", file="--set")
+    path: list[Any] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if not m:
+            raise ConfigError(f"bad key {key!r}", file="--set")
+        path.append(m.group(1))
+        path += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    value, _ = read_yaml(raw, f"--set {text}")
+    return tuple(path), value
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AblationSpec:
+    """Read, merge, override and validate an ablation file. Raises ConfigError; writes nothing."""
+    path = Path(path)
+    data, lines = _read_file(path.resolve() if path.exists() else path)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+        lines[key] = (f"--set {text}", 0)
+    shown = _show(path)
+    data.pop("base", None)
+    where = _Lines(lines, shown)
+    try:
+        spec = AblationSpec(**data, source=shown)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(str(loc[-1]), _fields_at(loc))
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        raise where.error(msg, loc) from None
+    _check(spec, where)
+    return spec
+
+
+def _fields_at(loc: Path_) -> list[str]:
+    model: Any = AblationSpec
+    for p in loc[:-1]:
+        ann = getattr(model, "model_fields", {}).get(p)
+        if ann is None:
+            if p in ("arms",):
+                model = ArmSpec
+            continue
+        model = ann.annotation
+        if p == "arms":
+            model = ArmSpec
+    return list(getattr(model, "model_fields", {}))
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    import difflib
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f"; allowed: {', '.join(options)}" if options else ""
+
+
+def _check(spec: AblationSpec, where: _Lines) -> None:
+    """Everything that can be checked without touching data or training: names, args, types."""
+    from bench import data as data_mod
+
+    if spec.baseline is not None and spec.baseline not in spec.arms:
+        raise where.error(f"unknown arm {spec.baseline!r}" + _did_you_mean(spec.baseline, list(spec.arms)),
+                          ("baseline",))
+    for name in spec.arms:
+        if not re.fullmatch(NAME_RE, name):
+            raise where.error("arm names may use letters, digits, '_', '.', '-'", ("arms", name))
+    if len(set(spec.seeds)) != len(spec.seeds):
+        raise where.error("seeds repeat", ("seeds",))
+    known = {**data_mod.DEFAULT_DATASETS, **spec.data}
+    for i, ds in enumerate(spec.datasets):
+        if ds not in known:
+            raise where.error(f"unknown dataset {ds!r}" + _did_you_mean(ds, sorted(known))
+                              + " (define it under data:)", ("datasets", i))
+    if len(set(spec.datasets)) != len(spec.datasets):
+        raise where.error("datasets repeat", ("datasets",))
+    for ds in spec.datasets:
+        try:
+            dataset_spec(spec, ds)
+        except ConfigError as exc:
+            raise where.error(exc.message, ("data", ds) + _split(exc.key)) from None
+    try:
+        expand(spec)
+    except _RunError as exc:
+        raise where.error(exc.message, *exc.candidates) from None
+
+
+def _split(key: str | None) -> Path_:
+    if not key:
+        return ()
+    out: list[Any] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]*)((?:\[\d+\])*)", part)
+        if m and m.group(1):
+            out.append(int(m.group(1)) if m.group(1).isdigit() else m.group(1))
+        out += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2) if m else "")]
+    return tuple(out)
+
+
+def dataset_spec(spec: AblationSpec, name: str):
+    """The DataSpec for a dataset name: built-in definition merged with the file's ``data.<name>``."""
+    from bench import data as data_mod
+
+    raw = _merge(data_mod.DEFAULT_DATASETS.get(name, {}), spec.data.get(name, {}))
+    try:
+        ds = data_mod.DataSpec(**raw)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(err["msg"] if err["type"] != "missing" else "required key is missing",
+                          key=".".join(str(p) for p in err["loc"])) from None
+    ds.check()
+    return ds
+
+
+class _RunError(Exception):
+    def __init__(self, message: str, *candidates: Path_):
+        super().__init__(message)
+        self.message, self.candidates = message, candidates
+
+
+def expand(spec: AblationSpec) -> list[RunSpec]:
+    """arms x datasets x seeds -> fully resolved RunSpecs (models and losses bound and type-checked)."""
+    from losses import LOSSES
+    from models import MODELS
+
+    runs: list[RunSpec] = []
+    for arm_name, arm in spec.arms.items():
+        for ds_name in spec.datasets:
+            ds = dataset_spec(spec, ds_name)
+            # model: dataset defaults < defaults.model < arm.model
+            model_raw = _merge(_merge(ds.model, spec.defaults.model), arm.model)
+            cand_model = lambda k: (("arms", arm_name, "model") + k, ("defaults", "model") + k,  # noqa: E731
+                                    ("data", ds_name, "model") + k)
+            mname = model_raw.pop("name", None)
+            if mname is None:
+                raise _RunError("model name is missing", ("defaults", "model", "name"))
+            try:
+                margs = MODELS.bind(mname, {**model_raw, "image_size": ds.resolution})
+            except ConfigError as exc:
+                key = () if exc.message.startswith("unknown model") else _split(exc.key)
+                if not key:
+                    key = ("name",)
+                raise _RunError(exc.message, *cand_model(key)) from None
+            # loss: defaults.loss, or the arm's list wholesale
+            loss_from = ("arms", arm_name, "loss") if arm.loss is not None else ("defaults", "loss")
+            loss_raw = arm.loss if arm.loss is not None else spec.defaults.loss
+            losses = []
+            for i, entry in enumerate(loss_raw):
+                entry = dict(entry)
+                lname = entry.pop("name", None)
+                if lname is None:
+                    raise _RunError("loss entry needs a name", loss_from + (i,))
+                weight = entry.pop("weight", 1.0)
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+                    raise _RunError("weight must be a number", loss_from + (i, "weight"))
+                try:
+                    largs = LOSSES.bind(lname, entry)
+                except ConfigError as exc:
+                    key = ("name",) if exc.message.startswith("unknown loss") else _split(exc.key)
+                    raise _RunError(exc.message, loss_from + (i,) + key) from None
+                losses.append({"name": lname, "weight": float(weight), **largs})
+            if not losses:
+                raise _RunError("at least one loss term is needed", loss_from)
+            train = _validate(TrainSpec, _merge(spec.defaults.train, arm.train),
+                              lambda k: (("arms", arm_name, "train") + k, ("defaults", "train") + k))
+            ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval),
+                           lambda k: (("arms", arm_name, "eval") + k, ("defaults", "eval") + k))
+            data_dump = ds.model_dump()
+            for seed in spec.seeds:
+                run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
+                              train, ev, data_dump)
+                runs.append(RunSpec(**{**run.__dict__, "hash8": run_hash(run)}))
+    return runs
+
+
+def _validate(model: type[_Strict], raw: dict, candidates) -> dict:
+    try:
+        return model(**raw).model_dump()
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key" + _did_you_mean(str(loc[-1]), list(model.model_fields))
+        raise _RunError(msg, *candidates(loc)) from None
+
+
+def run_hash(run: RunSpec) -> str:
+    """sha256 of the resolved config minus seed, names and paths (editing an arm retrains only it)."""
+    data = {k: v for k, v in run.data.items() if k not in _PATH_KEYS}
+    payload = {"model": run.model, "loss": run.loss, "train": run.train, "eval": run.eval, "data": data}
+    blob = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+__all__ = ["AblationSpec", "RunSpec", "TrainSpec", "EvalSpec", "load", "expand", "dataset_spec",
+           "read_yaml", "parse_override", "BenchError"]

@@ -1,0 +1,138 @@
+"""Run directories, atomic writes and locks.
+
+    runs/<ablation>/<arm>/<dataset>/s<seed>-<hash8>/
+        config.yaml  env.json  log.jsonl  ckpt.pt  recon.png  samples.png  metrics.json
+
+``metrics.json`` is written last, atomically; its presence means the run is finished (done or
+diverged) and a rerun skips it.  ``error.json`` records a crash; such runs are retried.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import yaml
+
+METRICS = "metrics.json"
+ERROR = "error.json"
+CKPT = "ckpt.pt"
+LOG = "log.jsonl"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    write_text(path, yaml.safe_dump(json.loads(json.dumps(obj, default=_jsonable)), sort_keys=False))
+
+
+def torch_save(path: Path, obj: Any) -> None:
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / METRICS).exists()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Non-blocking exclusive lock on a run dir; yields False if another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def git_commit() -> str:
+    """HEAD of the project checkout, with '+dirty' when tracked files changed; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head.stdout.strip()[:12] + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "numpy", "pytorch-msssim", "torch-fidelity", "lpips", "pydantic"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "device": str(device),
+        "device_name": device_name(device),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,142 @@
+"""Ablation files: strict loading, line-numbered errors, expansion and hashing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import config
+from bench.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+ABLATIONS = sorted(p for p in (ROOT / "ablations").glob("*.yaml") if not p.name.startswith("_"))
+
+GOOD = """\
+name: t
+question: does it load?
+datasets: [shapes]
+seeds: [0, 1]
+defaults:
+  model: {name: conv, widths: [8, 16], latent_dim: 8}
+  loss: [{name: kl}, {name: mse}]
+  train: {steps: 4, batch_size: 8, lr: 1e-3}
+arms:
+  mse: {}
+  ssim: {loss: [{name: kl}, {name: ssim}]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "a.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def err(tmp_path: Path, text: str, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text), overrides)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: p.name)
+def test_every_shipped_ablation_loads_and_expands(path):
+    spec = config.load(path)
+    runs = config.expand(spec)
+    assert len(runs) == len(spec.arms) * len(spec.datasets) * len(spec.seeds)
+    assert spec.question and spec.claims
+
+
+def test_expand_resolves_and_scientific_number_is_float(tmp_path):
+    spec = config.load(write(tmp_path, GOOD))
+    runs = config.expand(spec)
+    assert len(runs) == 4
+    assert runs[0].train["lr"] == 1e-3 and isinstance(runs[0].train["lr"], float)
+    assert runs[0].model["image_size"] == 32
+    assert [t["name"] for t in runs[2].loss] == ["kl", "ssim"]
+    assert runs[0].loss[0]["weight"] == 1.0
+
+
+def test_hash_ignores_seed_and_paths_but_not_arms(tmp_path):
+    runs = config.expand(config.load(write(tmp_path, GOOD)))
+    assert runs[0].hash8 == runs[1].hash8                 # seeds 0 and 1 of one arm
+    assert runs[0].hash8 != runs[2].hash8                 # different arms
+    moved = config.expand(config.load(write(tmp_path, GOOD), ["data.shapes.n_train=4000"]))
+    assert moved[0].hash8 == runs[0].hash8                # the default value: same config
+    changed = config.expand(config.load(write(tmp_path, GOOD), ["arms.ssim.train.lr=0.01"]))
+    assert changed[0].hash8 == runs[0].hash8 and changed[2].hash8 != runs[2].hash8
+
+
+@pytest.mark.parametrize("bad,expect", [
+    ("qestion: x\n", ":5: qestion: unknown key (did you mean 'question'?)"),
+    ("arms:\n  mse: {}\n  x: {los: []}\n", "arms.x.los: unknown key (did you mean 'loss'?)"),
+])
+def test_unknown_keys(tmp_path, bad, expect):
+    text = GOOD.replace("arms:\n  mse: {}\n  ssim: {loss: [{name: kl}, {name: ssim}]}\n", "") \
+        if bad.startswith("arms") else GOOD
+    if not bad.startswith("arms"):
+        text = GOOD.replace("seeds: [0, 1]\n", "seeds: [0, 1]\n" + bad)
+    else:
+        text = text + bad
+    assert expect in err(tmp_path, text)
+
+
+def test_unknown_loss_name_points_at_its_line(tmp_path):
+    text = GOOD.replace("{name: ssim}", "{name: ssmi}")
+    msg = err(tmp_path, text)
+    assert msg.startswith(f"{tmp_path / 'a.yaml'}:11: arms.ssim.loss[1].name: unknown loss 'ssmi'")
+    assert "did you mean 'ssim'" in msg
+
+
+def test_unknown_model_and_bad_model_arg(tmp_path):
+    assert "defaults.model.name: unknown model 'cnv'" in err(tmp_path, GOOD.replace("name: conv", "name: cnv"))
+    msg = err(tmp_path, GOOD.replace("latent_dim: 8", "latentdim: 8"))
+    assert ":6: defaults.model.latentdim: unknown argument" in msg and "did you mean 'latent_dim'" in msg
+
+
+def test_wrong_types(tmp_path):
+    assert ":8: defaults.train.steps:" in err(tmp_path, GOOD.replace("steps: 4", "steps: many"))
+    # YAML 1.1 would turn `off` into False; here it stays a string and fails the bool check
+    assert "defaults.train.amp" in err(tmp_path, GOOD.replace("lr: 1e-3", "lr: 1e-3, amp: off"))
+    assert "seeds" in err(tmp_path, GOOD.replace("seeds: [0, 1]", "seeds: zero"))
+
+
+def test_duplicate_keys_rejected(tmp_path):
+    msg = err(tmp_path, GOOD.replace("seeds: [0, 1]\n", "seeds: [0, 1]\nseeds: [2]\n"))
+    assert ":5: seeds: duplicate key 'seeds'" in msg
+
+
+def test_missing_required_and_missing_file(tmp_path):
+    assert "question: required key is missing" in err(tmp_path, GOOD.replace("question: does it load?\n", ""))
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "nope.yaml")
+    assert "base: base file not found" in err(tmp_path, "base: nope.yaml\n" + GOOD)
+
+
+def test_unknown_dataset_and_class(tmp_path):
+    assert "datasets[0]: unknown dataset 'shape'" in err(tmp_path, GOOD.replace("[shapes]", "[shape]"))
+
+
+def test_base_is_merged_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, "seeds: [7]\ndefaults:\n  train: {steps: 9, batch_size: 8}\n", "_base.yaml")
+    child = GOOD.replace("seeds: [0, 1]\n", "").replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}\n", "")
+    p = write(tmp_path / "sub", "base: ../_base.yaml\n" + child)
+    spec = config.load(p)
+    assert spec.seeds == [7] and config.expand(spec)[0].train["steps"] == 9
+    # an error in the base file is reported with the base file's name and line
+    write(tmp_path, "seeds: [7]\ndefaults:\n  train: {stepz: 9}\n", "_base.yaml")
+    with pytest.raises(ConfigError, match=r"_base.yaml:3: defaults.train.stepz: unknown key"):
+        config.load(p)
+
+
+def test_overrides(tmp_path):
+    spec = config.load(write(tmp_path, GOOD), ["defaults.train.steps=7", "seeds=[3]"])
+    assert spec.seeds == [3] and config.expand(spec)[0].train["steps"] == 7
+    with pytest.raises(ConfigError, match=r"--set defaults.train.stepz=7: defaults.train.stepz: unknown key"):
+        config.load(write(tmp_path, GOOD), ["defaults.train.stepz=7"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        config.load(write(tmp_path, GOOD), ["steps"])
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    assert ":3: YAML syntax error" in err(tmp_path, "name: t\nquestion: q\n  bad: [\n")
