@@ -1,0 +1,95 @@
+"""Building blocks of ``ConvVAE``: one down-sampling stage, one up-sampling stage, a residual block.
+
+Every stage is ``conv -> [BatchNorm] -> LeakyReLU`` (the paper's recipe), except the decoder's
+output conv, which is bare (the model applies the sigmoid).  Padding is 0 for kernel 4 (the
+paper: k4, s2, p0) and 1 for kernel 3.
+
+Spatial sizes are bookkept exactly, never hard-coded: :func:`down_size` gives a stage's output
+size, and an ``Up`` stage is told the size it must produce, so the decoder mirrors the encoder
+exactly (e.g. 32 -> 15 -> 6 -> 2 and back 2 -> 6 -> 15 -> 32 for the paper's k4/s2/p0).
+"""
+from typing import Literal
+
+import torch
+from torch import nn
+
+Down = Literal["stride", "maxpool"]
+Up = Literal["deconv", "upsample"]
+
+
+def padding_for(kernel: int) -> int:
+    """0 for the paper's kernel 4 (no padding), 1 for kernel 3 (size-preserving at stride 1)."""
+    return 0 if kernel == 4 else (kernel - 1) // 2
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """floor((in + 2p - k) / s) + 1  (<= 0 means the image is too small)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def down_size(size: int, kernel: int, mode: Down) -> int:
+    """Output side of one encoder stage (may be <= 0 when the input is too small)."""
+    p = padding_for(kernel)
+    if mode == "stride":
+        return conv_out(size, kernel, 2, p)
+    return conv_out(size, kernel, 1, p) // 2        # stride-1 conv, then 2x2 max-pool (floor)
+
+
+def _norm_act(ch: int, norm: bool, slope: float) -> list[nn.Module]:
+    return ([nn.BatchNorm2d(ch)] if norm else []) + [nn.LeakyReLU(slope)]
+
+
+class DownStage(nn.Sequential):
+    """Encoder stage: stride-2 conv, or stride-1 conv + 2x2 max-pool; then BN + LeakyReLU."""
+
+    def __init__(self, c_in: int, c_out: int, *, kernel: int, mode: Down, norm: bool, slope: float):
+        p = padding_for(kernel)
+        stride = 2 if mode == "stride" else 1
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, p, bias=not norm)]
+        layers += _norm_act(c_out, norm, slope)
+        if mode == "maxpool":
+            layers.append(nn.MaxPool2d(2))
+        super().__init__(*layers)
+
+
+class UpStage(nn.Sequential):
+    """Decoder stage producing exactly ``out_size`` x ``out_size`` from ``in_size`` x ``in_size``.
+
+    * ``deconv``: stride-2 transposed conv with ``output_padding = (out + 2p - k) mod 2``, which
+      exactly inverts the encoder's ``floor`` (out = (in - 1) * 2 - 2p + k + output_padding).
+    * ``upsample``: nearest upsampling to ``out + k - 1 - 2p`` (given with ``size=``, not a
+      factor, so odd sizes come out right), then a stride-1 conv that trims back to ``out``.
+
+    ``final=True`` is the output conv: no BN, no activation (the model applies the sigmoid).
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, kernel: int, mode: Up, in_size: int, out_size: int,
+                 norm: bool, slope: float, final: bool = False):
+        p = padding_for(kernel)
+        bias = final or not norm
+        if mode == "deconv":
+            op = (out_size + 2 * p - kernel) % 2
+            layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, kernel, 2, p, output_padding=op,
+                                                          bias=bias)]
+        else:
+            target = out_size + kernel - 1 - 2 * p
+            layers = [nn.Upsample(size=(target, target), mode="nearest"),
+                      nn.Conv2d(c_in, c_out, kernel, 1, p, bias=bias)]
+        if not final:
+            layers += _norm_act(c_out, norm, slope)
+        super().__init__(*layers)
+        self.in_size, self.out_size = in_size, out_size
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs (BN, LeakyReLU) with an identity skip: ``act(x + bn(conv(act(bn(conv(x))))))``."""
+
+    def __init__(self, ch: int, *, norm: bool, slope: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, 1, 1, bias=not norm), *_norm_act(ch, norm, slope),
+            nn.Conv2d(ch, ch, 3, 1, 1, bias=not norm), *([nn.BatchNorm2d(ch)] if norm else []))
+        self.act = nn.LeakyReLU(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))

@@ -1,0 +1,255 @@
+"""``ConvVAE``: one convolutional VAE whose constructor arguments are the ablation axes.
+
+Paper baseline (PAPER.md, sec. 3): encoder = convs with kernel 4, stride 2, no padding, each
+followed by BatchNorm + LeakyReLU; two fully connected heads (mu, logvar); decoder = one fully
+connected layer, reshaped, then transposed convs mirroring the encoder; sigmoid output.
+
+Axes: ``kernel`` (4 | 3), ``down`` (stride | maxpool), ``up`` (deconv | upsample), ``block``
+(plain | resnet), ``heads`` (fc | conv), ``widths``, ``latent_dim``, ``norm``, ``slope``.
+Named variants below are thin registered factories; ``bench list`` shows their docstrings.
+
+Heads (``heads``):
+
+* ``fc`` (the paper): flatten the final (C, h, w) map -> ``Linear`` to mu and to logvar (D each);
+  decoder: ``Linear(D, C*h*w)`` -> reshape -> BN -> LeakyReLU.
+* ``conv``: the latent is a small feature map (c_z, h, w) with ``c_z = latent_dim / (h*w)``, so
+  ``latent_dim`` is still the total latent size.  Encoder head: a 1x1 conv C -> 2*c_z (mu and
+  logvar channels), flattened to (B, D); decoder head: reshape z to (B, c_z, h, w) -> 1x1 conv
+  c_z -> C -> BN -> LeakyReLU.  ``latent_dim`` must be a multiple of h*w (ConfigError otherwise).
+  Far fewer parameters than ``fc`` (claim C7).
+"""
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.errors import ConfigError
+from models import MODELS, VAEOutput
+from models.blocks import Down, DownStage, ResBlock, Up, UpStage, down_size
+
+Block = Literal["plain", "resnet"]
+Heads = Literal["fc", "conv"]
+Kernel = Literal[3, 4]
+
+# logvar is clamped to this range inside ``encode``: early in training (or in a diverging run) the
+# logvar head can emit values whose exp() overflows float32/bf16 (exp(89) = inf), which turns the
+# KL and the reparameterised z into inf/NaN.  [-30, 20] covers std 3e-7 .. 2.2e4, far beyond any
+# useful posterior; outside it the gradient is zero, which only matters in pathological regimes.
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+def default_widths(image_size: int) -> list[int]:
+    """Paper-scale encoder widths: 3 stages up to 32 px (CIFAR-10), 4 above (STL-10, 96 px)."""
+    return [64, 128, 256] if image_size <= 32 else [64, 128, 256, 512]
+
+
+def default_latent(image_size: int) -> int:
+    """The paper's latent sizes: 128 for 32 px (CIFAR-10), 1024 for larger images (STL-10)."""
+    return 128 if image_size <= 32 else 1024
+
+
+class ConvVAE(nn.Module):
+    """Convolutional VAE; see the module docstring for the axes.  Images are (B, 3, H, W) in [0, 1].
+
+    ``name`` is only used in error messages (the registered factory's name).
+    """
+
+    def __init__(self, *, image_size: int, latent_dim: int, widths: list[int], kernel: int = 4,
+                 down: Down = "stride", up: Up = "deconv", block: Block = "plain", heads: Heads = "fc",
+                 norm: bool = True, slope: float = 0.2, name: str = "conv"):
+        super().__init__()
+        widths = list(widths)                        # never keep (or mutate) the caller's list
+        _check(name, image_size=image_size, latent_dim=latent_dim, widths=widths, kernel=kernel,
+               down=down, up=up, block=block, heads=heads)
+        sizes = [image_size]                         # spatial side after each encoder stage
+        for _ in widths:
+            sizes.append(down_size(sizes[-1], kernel, down))
+            if sizes[-1] < 1:
+                raise ConfigError(
+                    f"model {name!r}: image_size {image_size} too small for {len(widths)} stages of "
+                    f"kernel {kernel}{' + maxpool' if down == 'maxpool' else ''} (spatial size "
+                    f"reaches 0 at stage {len(sizes) - 1}); use fewer widths", key="widths")
+        # The decoder's sizes: a transposed conv inverts only a *strided* conv's size arithmetic, so
+        # with up='deconv' the decoder mirrors the stride chain (identical to ``sizes`` unless
+        # down='maxpool'); nearest upsampling can hit any size, so it mirrors the encoder itself.
+        dsizes = sizes
+        if up == "deconv" and down != "stride":
+            dsizes = [image_size]
+            for _ in widths:
+                dsizes.append(down_size(dsizes[-1], kernel, "stride"))
+        self.image_size, self.latent_dim, self.sizes, self.dec_sizes = image_size, latent_dim, sizes, dsizes
+        c, s, ds = widths[-1], sizes[-1], dsizes[-1]  # final feature map (c, s, s); decoder starts at ds
+        resnet = block == "resnet"
+        act = dict(norm=norm, slope=slope)
+
+        # -- encoder: one stage per width (+ a residual block at that resolution for resnet)
+        chans = [3] + widths
+        self.stages = nn.ModuleList(
+            nn.Sequential(DownStage(chans[i], chans[i + 1], kernel=kernel, mode=down, **act),
+                          *([ResBlock(chans[i + 1], **act)] if resnet else []))
+            for i in range(len(widths)))
+
+        # -- heads
+        if heads == "fc":
+            self.to_mu = nn.Linear(c * s * s, latent_dim)
+            self.to_logvar = nn.Linear(c * s * s, latent_dim)
+            self.from_z = nn.Sequential(nn.Linear(latent_dim, c * ds * ds), nn.Unflatten(1, (c, ds, ds)))
+        else:
+            if latent_dim % (s * s):
+                lo = max(s * s, latent_dim // (s * s) * s * s)
+                raise ConfigError(
+                    f"model {name!r}: heads 'conv' needs latent_dim divisible by the final feature "
+                    f"map size {s}x{s}={s * s} (got {latent_dim}; e.g. {lo} or {lo + s * s})",
+                    key="latent_dim")
+            cz = latent_dim // (s * s)
+            self.to_stats = nn.Conv2d(c, 2 * cz, 1)  # mu and logvar channels
+            self.from_z = nn.Sequential(nn.Unflatten(1, (cz, s, s)), nn.Conv2d(cz, c, 1, bias=not norm))
+            if ds != s:                              # maxpool encoder + deconv decoder only
+                self.from_z.append(nn.Upsample(size=(ds, ds), mode="nearest"))
+        if norm:
+            self.from_z.append(nn.BatchNorm2d(c))
+        self.from_z.append(nn.LeakyReLU(slope))
+        self.heads = heads
+
+        # -- decoder: mirror of the encoder (sizes ``dec_sizes``); the last stage is the bare output
+        #    conv (3 channels), followed by the sigmoid in ``decode``
+        dec = []
+        for i in reversed(range(len(widths))):
+            c_out = chans[i]
+            dec.append(nn.Sequential(
+                *([ResBlock(chans[i + 1], **act)] if resnet else []),
+                UpStage(chans[i + 1], c_out, kernel=kernel, mode=up, in_size=dsizes[i + 1],
+                        out_size=dsizes[i], final=i == 0, **act)))
+        self.decoder = nn.Sequential(*dec)
+
+    # -- API ---------------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps after each stage, [(B, widths[i], s_i, s_i), ...]."""
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> (mu, logvar), each (B, latent_dim); logvar clamped (see LOGVAR_MIN)."""
+        h = self.features(x)[-1]
+        if self.heads == "fc":
+            h = h.flatten(1)
+            mu, logvar = self.to_mu(h), self.to_logvar(h)
+        else:
+            mu, logvar = self.to_stats(h).chunk(2, dim=1)       # (B, c_z, s, s) each
+            mu, logvar = mu.flatten(1), logvar.flatten(1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, latent_dim) -> (B, 3, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.from_z(z)))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + eps * torch.exp(0.5 * logvar)                  # reparameterisation
+        return VAEOutput(self.decode(z), mu, logvar, z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images decoded from z ~ N(0, I) drawn from ``generator``: (n, 3, H, W) in [0, 1]."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        return self.decode(z)
+
+
+def _check(name: str, *, image_size, latent_dim, widths, kernel, down, up, block, heads) -> None:
+    """User-facing validation (pydantic already checks types when built from YAML)."""
+    def bad(key: str, msg: str):
+        raise ConfigError(f"model {name!r}: {msg}", key=key)
+    if image_size < 1:
+        bad("image_size", f"image_size must be positive (got {image_size})")
+    if latent_dim < 1:
+        bad("latent_dim", f"latent_dim must be positive (got {latent_dim})")
+    if not widths or any(w < 1 for w in widths):
+        bad("widths", f"widths must be a non-empty list of positive channel counts (got {widths})")
+    for key, val, allowed in (("kernel", kernel, (3, 4)), ("down", down, ("stride", "maxpool")),
+                              ("up", up, ("deconv", "upsample")), ("block", block, ("plain", "resnet")),
+                              ("heads", heads, ("fc", "conv"))):
+        if val not in allowed:
+            bad(key, f"{key} must be one of {', '.join(map(repr, allowed))} (got {val!r})")
+
+
+# -- registered variants (thin factories; defaults = the paper) ---------------------------------
+# Every factory takes ``image_size`` (filled in by the engine) plus ``latent_dim`` and ``widths``
+# (None -> the paper's per-resolution defaults).  Named variants fix their architecture; to combine
+# axes (e.g. resnet blocks + conv heads) use ``conv`` with explicit arguments.
+
+def _sized(image_size: int, latent_dim: int | None, widths: list[int] | None) -> dict:
+    return dict(image_size=image_size, latent_dim=latent_dim or default_latent(image_size),
+                widths=list(widths) if widths is not None else default_widths(image_size))
+
+
+@MODELS.register("conv")
+def conv(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None,
+         kernel: Kernel = 4, down: Down = "stride", up: Up = "deconv", block: Block = "plain",
+         heads: Heads = "fc", norm: bool = True, slope: float = 0.2) -> ConvVAE:
+    """General conv VAE, every ablation axis exposed; defaults = the paper's baseline."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), kernel=kernel, down=down, up=up,
+                   block=block, heads=heads, norm=norm, slope=slope, name="conv")
+
+
+@MODELS.register("paper")
+def paper(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
+    """The paper's baseline: k4/s2/p0 convs, BN + LeakyReLU(0.2), fc heads, transposed-conv decoder."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), name="paper")
+
+
+@MODELS.register("resnet")
+def resnet(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
+    """Paper baseline + a residual block (two 3x3 convs, identity skip) after every stage."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), block="resnet", name="resnet")
+
+
+@MODELS.register("maxpool")
+def maxpool(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
+    """Stride-1 conv + 2x2 max-pool down, nearest upsample + stride-1 conv up (vs strided convs)."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), down="maxpool", up="upsample",
+                   name="maxpool")
+
+
+@MODELS.register("kernel3")
+def kernel3(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
+    """Paper baseline with 3x3 kernels (padding 1) instead of 4x4 (padding 0)."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), kernel=3, name="kernel3")
+
+
+@MODELS.register("conv_heads")
+def conv_heads(image_size: int, latent_dim: int | None = None,
+               widths: list[int] | None = None) -> ConvVAE:
+    """Paper baseline with 1x1-conv latent heads (latent = a c_z x h x w map) instead of fc heads."""
+    return ConvVAE(**_sized(image_size, latent_dim, widths), heads="conv", name="conv_heads")
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (all of them; BN running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_image(model: nn.Module, image_size: int) -> int:
+    """FLOPs of one forward pass (encode + reparameterise + decode) of one image, eval mode.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convs, 2 FLOPs per
+    multiply-add; element-wise ops, BN, pooling and upsampling are not counted).
+    """
+    p = next(model.parameters())
+    x = torch.rand(1, 3, image_size, image_size, device=p.device, dtype=p.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
