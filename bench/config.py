@@ -135,9 +135,9 @@ class TrainSpec(_Strict):
     log_every: int = pydantic.Field(50, ge=1)
     ckpt_every: int = pydantic.Field(500, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True            # bf16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
-    compile: bool = False       # torch.compile the model
+    amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
+    channels_last: pydantic.StrictBool = True  # CUDA only
+    compile: pydantic.StrictBool = False       # torch.compile the model
 
 
 class EvalSpec(_Strict):
@@ -149,6 +149,7 @@ class EvalSpec(_Strict):
 
 
 class ArmSpec(_Strict):
+    data: dict[str, Any] = {}      # dataset keys for this arm, e.g. {classes: [horse, bird]} (C10)
     model: dict[str, Any] = {}
     loss: list[dict[str, Any]] | None = None
     train: dict[str, Any] = {}
@@ -368,10 +369,13 @@ def _check(spec: AblationSpec, where: _Lines) -> None:
     if len(set(spec.datasets)) != len(spec.datasets):
         raise where.error("datasets repeat", ("datasets",))
     for ds in spec.datasets:
-        try:
-            dataset_spec(spec, ds)
-        except ConfigError as exc:
-            raise where.error(exc.message, ("data", ds) + _split(exc.key)) from None
+        for arm in [None, *spec.arms]:
+            try:
+                dataset_spec(spec, ds, arm)
+            except ConfigError as exc:
+                key = _split(exc.key)
+                raise where.error(exc.message, *((("arms", arm, "data") + key,) if arm else ()),
+                                  ("data", ds) + key) from None
     try:
         expand(spec)
     except _RunError as exc:
@@ -390,11 +394,13 @@ def _split(key: str | None) -> Path_:
     return tuple(out)
 
 
-def dataset_spec(spec: AblationSpec, name: str):
-    """The DataSpec for a dataset name: built-in definition merged with the file's ``data.<name>``."""
+def dataset_spec(spec: AblationSpec, name: str, arm: str | None = None):
+    """The DataSpec for a dataset name: built-in definition < the file's ``data.<name>`` < the arm's ``data``."""
     from bench import data as data_mod
 
     raw = _merge(data_mod.DEFAULT_DATASETS.get(name, {}), spec.data.get(name, {}))
+    if arm is not None:
+        raw = _merge(raw, spec.arms[arm].data)
     try:
         ds = data_mod.DataSpec(**raw)
     except pydantic.ValidationError as exc:
@@ -419,7 +425,7 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
     runs: list[RunSpec] = []
     for arm_name, arm in spec.arms.items():
         for ds_name in spec.datasets:
-            ds = dataset_spec(spec, ds_name)
+            ds = dataset_spec(spec, ds_name, arm_name)
             # model: dataset defaults < defaults.model < arm.model
             model_raw = _merge(_merge(ds.model, spec.defaults.model), arm.model)
             cand_model = lambda k: (("arms", arm_name, "model") + k, ("defaults", "model") + k,  # noqa: E731
@@ -458,7 +464,7 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
                               lambda k: (("arms", arm_name, "train") + k, ("defaults", "train") + k))
             ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval),
                            lambda k: (("arms", arm_name, "eval") + k, ("defaults", "eval") + k))
-            data_dump = ds.model_dump()
+            data_dump = {**ds.model_dump(), **ds.source_args()}   # source args completed with defaults
             for seed in spec.seeds:
                 run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
                               train, ev, data_dump)

@@ -414,7 +414,7 @@ class DataSpec(pydantic.BaseModel):
     classes: list[str] | None = None
     limit_train: int | None = None
     limit_test: int | None = None
-    hflip: bool = False
+    hflip: pydantic.StrictBool = False
     holdout: float = 0.0
     model: dict[str, Any] = {}
 

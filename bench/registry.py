@@ -56,10 +56,12 @@ class Registry:
         """
         factory = self.get(name)
         fields: dict[str, Any] = {}
-        for p in inspect.signature(factory).parameters.values():
+        for p in inspect.signature(factory, eval_str=True).parameters.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TypeError(f"{self.kind} factory {name!r} must not take *args/**kwargs")
             ann = Any if p.annotation is p.empty else p.annotation
+            if ann is bool:  # pydantic's lax mode would read 'off'/'no'/'yes' as booleans
+                ann = pydantic.StrictBool
             fields[p.name] = (ann, ... if p.default is p.empty else p.default)
         schema = pydantic.create_model(f"{self.kind}_{name}", __config__=pydantic.ConfigDict(
             extra="forbid", arbitrary_types_allowed=True), **fields)

@@ -1,0 +1,138 @@
+"""Command line: ``python -m bench {run,plan,table,list}``.
+
+Known user errors (BenchError) become one line on stderr and exit code 2; nothing is written
+before an ablation file has been fully validated.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="ablation YAML, e.g. ablations/quick.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key after loading (repeatable), e.g. --set defaults.train.steps=300 "
+                        "--set data.cifar10.root=../shared/datasets/cifar10-jpeg")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs live (default: runs/)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"),
+                   help="where tables go (default: results/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="train and score every unfinished run, then write the tables")
+    _add_common(p)
+    p.add_argument("--dry-run", action="store_true", help="same as `plan`: validate and list runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("plan", help="validate, list the expanded runs, build every model and objective")
+    _add_common(p)
+    p = sub.add_parser("table", help="(re)write results/<ablation>/ tables from finished runs")
+    _add_common(p)
+    sub.add_parser("list", help="list registered models, losses and data sources")
+    p = sub.add_parser("data", help="dataset utilities")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    f = dsub.add_parser("fetch", help="download a dataset with torchvision (needs network)")
+    f.add_argument("name", choices=["cifar10", "stl10"])
+    f.add_argument("--root", help="target folder (default: data/<name>)")
+    return ap
+
+
+def cmd_plan(args) -> int:
+    from bench import config, store
+    from bench.train import build_model
+    from losses import Objective
+
+    spec = config.load(args.file, args.overrides)
+    runs = config.expand(spec)
+    built = {}
+    for run in runs:  # build every distinct model/objective once on the CPU: mistakes show now
+        key = (str(run.model), str(run.loss))
+        if key not in built:
+            model = build_model(run, _cpu())
+            Objective.from_config(run.loss)
+            built[key] = sum(p.numel() for p in model.parameters())
+    print(f"{spec.name}: {len(runs)} runs = {len(spec.arms)} arms x {len(spec.datasets)} datasets x "
+          f"{len(spec.seeds)} seeds  ({spec.question})")
+    for run in runs:
+        state = "done" if store.is_finished(args.runs_dir / run.rel_dir) else \
+            ("partial" if (args.runs_dir / run.rel_dir / store.CKPT).exists() else "todo")
+        params = built[(str(run.model), str(run.loss))]
+        losses = " + ".join(f"{t['weight']:g}*{t['name']}" for t in run.loss)
+        print(f"  {str(run.rel_dir):<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
+              f"{losses}, {run.train['steps']} steps x {run.train['batch_size']}")
+    return 0
+
+
+def _cpu():
+    import torch
+    return torch.device("cpu")
+
+
+def cmd_run(args) -> int:
+    from bench import config, data, runners, tables
+
+    if args.dry_run:
+        return cmd_plan(args)
+    spec = config.load(args.file, args.overrides)
+    runs = config.expand(spec)
+    # fail before any training if a dataset is missing (decoded once, then cached)
+    checked = set()
+    for run in runs:
+        key = str(sorted(run.data.items()))
+        if key not in checked:
+            checked.add(key)
+            for role in ("train", "test"):
+                data.load(data.DataSpec(**run.data), role)
+    summary = runners.run_local(spec, runs, args.runs_dir, progress=not args.no_progress)
+    path = tables.write_tables(spec, runs, args.runs_dir, args.results_dir)
+    runners.say(f"{len(summary.trained)} trained, {len(summary.skipped)} skipped, "
+                f"{len(summary.diverged)} diverged, {len(summary.failed)} failed -> {path}")
+    return 1 if summary.failed else 0
+
+
+def cmd_table(args) -> int:
+    from bench import config, tables
+
+    spec = config.load(args.file, args.overrides)
+    path = tables.write_tables(spec, config.expand(spec), args.runs_dir, args.results_dir)
+    print(path)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from bench.data import SOURCES
+    from losses import LOSSES
+    from models import MODELS
+
+    for title, reg in (("models", MODELS), ("losses", LOSSES), ("data sources", SOURCES)):
+        print(f"{title}:")
+        for name in reg.names():
+            print(f"  {name:<16} {reg.doc(name)}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from bench import data
+
+    root = args.root or f"data/{args.name}"
+    data.fetch(args.name, root)
+    print(f"{args.name} ready in {root}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "list": cmd_list, "data": cmd_data}[args.cmd](args)
+    except BenchError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""Aggregate finished runs into results/<ablation>/: table.md, table.csv, table.tex, summary.json,
+figures/*.png, README.md; then refresh results/README.md and results/CLAIMS.md.
+
+    write_tables(spec, runs, runs_root, results_root) -> results/<ablation>/table.md
+
+Only the runs of the *current* configuration count (matched by their hash), so a stale run of an
+edited arm never leaks into a table.  Diverged, failed and pending runs are counted, never dropped.
+Cells are mean ± half-width of the 95% t-interval over seeds (bench.stats); every non-baseline cell
+shows its difference to the baseline arm of the same dataset and a † when Welch's t-test gives
+p < 0.05.  Everything written here is a pure function of the run directories (no clock, sorted
+iteration), so regenerating unchanged runs gives byte-identical files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import stats, store
+from bench.config import AblationSpec, RunSpec
+from bench.metrics import CATALOGUE, MetricInfo
+
+STATUSES = ("done", "diverged", "failed", "pending")
+SIG = "†"          # significance mark: Welch p < 0.05 vs the baseline arm
+SUMMARY = "summary.json"
+
+
+@dataclass
+class RunRecord:
+    run: RunSpec
+    status: str                     # done | diverged | failed | pending
+    doc: dict[str, Any] | None
+
+
+def collect(runs: list[RunSpec], runs_root: Path) -> list[RunRecord]:
+    out = []
+    for run in runs:
+        d = Path(runs_root) / run.rel_dir
+        if (d / store.METRICS).exists():
+            doc = store.read_json(d / store.METRICS)
+            out.append(RunRecord(run, doc["status"], doc))
+        elif (d / store.ERROR).exists():
+            out.append(RunRecord(run, "failed", store.read_json(d / store.ERROR)))
+        else:
+            out.append(RunRecord(run, "pending", None))
+    return out
+
+
+# --------------------------------------------------------------------------- aggregation
+
+def info(key: str) -> MetricInfo:
+    return CATALOGUE.get(key) or MetricInfo(key, ".4g", None, "other", "")
+
+
+def value_of(rec: RunRecord, key: str) -> float | None:
+    """The finite value of a metric in a finished (done) run, else None."""
+    if rec.status != "done":
+        return None
+    v = (rec.doc.get("metrics") or {}).get(key, {}).get("value")
+    if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
+@dataclass
+class Group:
+    """All runs of one arm x dataset."""
+    arm: str
+    dataset: str
+    records: list[RunRecord]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.counts = {s: sum(r.status == s for r in self.records) for s in STATUSES}
+
+    def values(self, key: str) -> list[float]:
+        return [v for v in (value_of(r, key) for r in self.records) if v is not None]
+
+    def status_text(self) -> str:
+        n = len(self.records)
+        return f"{self.counts['done']}/{n} done" + "".join(
+            f", {self.counts[s]}/{n} {s}" for s in ("diverged", "failed", "pending") if self.counts[s])
+
+
+def groups_of(spec: AblationSpec, records: list[RunRecord]) -> list[Group]:
+    """Dataset-major, baseline arm first, then the arms in YAML order."""
+    base = spec.baseline_arm()
+    arms = [base] + [a for a in spec.arms if a != base]
+    by_key: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in records:
+        by_key.setdefault((r.run.arm, r.run.dataset), []).append(r)
+    out = []
+    for ds in spec.datasets:
+        for arm in arms:
+            if (arm, ds) in by_key:
+                out.append(Group(arm, ds, sorted(by_key[(arm, ds)], key=lambda r: r.run.seed)))
+    return out
+
+
+def metric_keys(records: list[RunRecord]) -> tuple[list[str], dict[str, list[str]]]:
+    """(keys with a value in at least one done run, catalogue order; {key: reasons} for missing values)."""
+    present: set[str] = set()
+    shown: set[str] = set()
+    reasons: dict[str, set[str]] = {}
+    for r in records:
+        if r.status != "done":
+            continue
+        for key, rec in (r.doc.get("metrics") or {}).items():
+            present.add(key)
+            if value_of(r, key) is not None:
+                shown.add(key)
+            else:
+                reasons.setdefault(key, set()).add(str(rec.get("unavailable") or "no value"))
+    order = [k for k in CATALOGUE if k in present] + sorted(present - set(CATALOGUE))
+    return [k for k in order if k in shown], {k: sorted(reasons[k]) for k in order if k in reasons}
+
+
+def _num(x: float, fmt: str, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:{'+' if sign else ''}{fmt}}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+@dataclass
+class Cell:
+    summary: stats.Summary
+    cmp: stats.Comparison | None      # vs the baseline arm of the same dataset (None for the baseline)
+    bold: bool = False
+
+
+def cells_of(spec: AblationSpec, groups: list[Group], keys: list[str]) -> dict[tuple[str, str, str], Cell]:
+    base = spec.baseline_arm()
+    out: dict[tuple[str, str, str], Cell] = {}
+    for g in groups:
+        ref = next((h for h in groups if h.dataset == g.dataset and h.arm == base), None)
+        for key in keys:
+            vals = g.values(key)
+            cmp = None if g.arm == base or ref is None else stats.welch(vals, ref.values(key))
+            out[(g.arm, g.dataset, key)] = Cell(stats.summarise(vals), cmp)
+    # bold: best mean of its column and dataset, significantly better than the runner-up
+    for key in keys:
+        hib = info(key).higher_is_better
+        if hib is None:
+            continue
+        for ds in spec.datasets:
+            cand = [g for g in groups if g.dataset == ds and len(g.values(key)) >= 2]
+            if len(cand) < 2:
+                continue
+            cand.sort(key=lambda g: stats.summarise(g.values(key)).mean, reverse=hib)
+            first, second = cand[0], cand[1]
+            t = stats.welch(first.values(key), second.values(key))
+            if t.significant and (t.diff > 0) == hib:
+                out[(first.arm, ds, key)].bold = True
+    return out
+
+
+# --------------------------------------------------------------------------- header / footer facts
+
+def _distinct(values) -> list[str]:
+    return sorted({str(v) for v in values if v not in (None, "")})
+
+
+def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]:
+    finished = [r for r in records if r.status in ("done", "diverged")]
+    envs = [r.doc.get("env") or {} for r in finished]
+    return {
+        "commits": _distinct(e.get("git_commit") for e in envs),
+        "devices": _distinct(e.get("device_name") or e.get("device") for e in envs),
+        "steps": sorted({int(r.run.train["steps"]) for r in records}),
+        "seeds": list(spec.seeds),
+        "source": _rel_source(spec.source),
+    }
+
+
+def _rel_source(source: str) -> str:
+    if not source:
+        return "<ablation.yaml>"
+    p = Path(source).resolve()
+    try:
+        return str(p.relative_to(store.PROJECT_ROOT))
+    except ValueError:
+        return os.path.relpath(p) if not os.path.isabs(source) else source
+
+
+def last_update(records: list[RunRecord], runs_root: Path) -> str | None:
+    """Finish time of the newest run (mtime of its metrics.json / error.json), not the clock."""
+    times = []
+    for r in records:
+        for name in (store.METRICS, store.ERROR):
+            p = Path(runs_root) / r.run.rel_dir / name
+            if p.exists():
+                times.append(p.stat().st_mtime)
+    if not times:
+        return None
+    return datetime.fromtimestamp(max(times), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _protocol(records: list[RunRecord], key: str) -> str:
+    fields: dict[str, set[str]] = {}
+    for r in records:
+        if r.status != "done":
+            continue
+        rec = (r.doc.get("metrics") or {}).get(key) or {}
+        for k, v in rec.items():
+            if k not in ("value", "unavailable"):
+                fields.setdefault(k, set()).add(v if isinstance(v, str) else repr(v))
+    return "; ".join(f"{k}={'/'.join(sorted(v))}" for k, v in sorted(fields.items()))
+
+
+# --------------------------------------------------------------------------- markdown / csv / latex
+
+def _md_cell(cell: Cell, key: str, n_done: int) -> str:
+    s, fmt = cell.summary, info(key).fmt
+    if s.n == 0:
+        return "—"
+    mean = _num(s.mean, fmt)
+    text = f"**{mean}**" if cell.bold else mean
+    text += f" ± {_num(s.half, fmt)}" if s.n >= 2 else ""
+    if s.n != n_done or s.n < 2:
+        text += f" (n={s.n})"
+    if cell.cmp is not None and not math.isnan(cell.cmp.diff):
+        mark = SIG if cell.cmp.significant else ""
+        text += f"<br>Δ {_num(cell.cmp.diff, fmt, sign=True)}{mark} ({_p(cell.cmp.p)})"
+    return text
+
+
+def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[Group], keys: list[str],
+                    cells: dict, unavailable: dict[str, list[str]], facts: dict[str, Any]) -> str:
+    base = spec.baseline_arm()
+    md = io.StringIO()
+    md.write(f"# {spec.name}\n\n**Question.** {spec.question}\n\n")
+    md.write(f"**Claims tested.** {', '.join(spec.claims) if spec.claims else 'none'}"
+             " (verdicts: [CLAIMS.md](../CLAIMS.md))\n\n")
+    md.write(f"**Reproduce.** `python -m bench run {facts['source']}` "
+             f"(tables only: `python -m bench table {facts['source']}`)\n\n")
+    md.write(f"**Git commit.** {', '.join(facts['commits']) or 'n/a'} · "
+             f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
+             f"**Steps.** {', '.join(map(str, facts['steps']))} · "
+             f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
+    head = ["arm", "dataset", "runs"] + [info(k).title + (" ↑" if info(k).higher_is_better else
+                                                          " ↓" if info(k).higher_is_better is False else "")
+                                         for k in keys]
+    md.write("| " + " | ".join(head) + " |\n|" + "|".join(["---"] * 3 + ["--:"] * len(keys)) + "|\n")
+    for g in groups:
+        row = [g.arm, g.dataset, g.status_text()]
+        row += [_md_cell(cells[(g.arm, g.dataset, k)], k, g.counts["done"]) for k in keys]
+        md.write("| " + " | ".join(row) + " |\n")
+    md.write(
+        "\nCells: mean ± half-width of the 95% t-interval over seeds (Student t, n−1 df); n = done runs "
+        "unless shown. Δ: difference to the baseline arm "
+        f"`{base}` on the same dataset; {SIG} = two-sided Welch t-test p < {stats.ALPHA} (no bootstrap). "
+        "**Bold**: best mean of its column and dataset *and* significantly better (Welch p < "
+        f"{stats.ALPHA}) than the runner-up; columns without a direction (no ↑/↓) are never bold. "
+        "Diverged, failed and pending runs are counted under *runs* and excluded from every mean.\n")
+    md.write("\n## Metric protocol\n\n")
+    for k in keys:
+        i = info(k)
+        md.write(f"- **{i.title}** (`{k}`): {i.doc or 'see bench/metrics'}. {_protocol(records, k)}\n")
+    if unavailable:
+        md.write("\n**Unavailable metrics** (value missing in some or all done runs):\n\n")
+        for k, reasons in unavailable.items():
+            md.write(f"- `{k}`: {'; '.join(reasons)}\n")
+    bad = [r for r in records if r.status in ("diverged", "failed")]
+    if bad:
+        md.write("\n**Diverged / failed runs:**\n\n")
+        for r in bad:
+            why = ((r.doc.get("train") or {}).get("reason") if r.status == "diverged"
+                   else r.doc.get("error")) or "no reason recorded"
+            md.write(f"- `{r.run.rel_dir.as_posix()}` {r.status}: {str(why).splitlines()[0]}\n")
+    return md.getvalue()
+
+
+CSV_FIELDS = ["ablation", "arm", "dataset", "seed", "hash8", "status", "metric", "value", "n", "split",
+              "unavailable"]
+
+
+def render_csv(records: list[RunRecord], all_keys: list[str]) -> str:
+    """Tidy: one row per run x metric (runs without a value keep their row with an empty value)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in sorted(records, key=lambda r: (r.run.dataset, r.run.arm, r.run.seed)):
+        metrics = (r.doc.get("metrics") or {}) if r.status == "done" else {}
+        for key in all_keys:
+            rec = metrics.get(key) or {}
+            v = value_of(r, key)
+            w.writerow({"ablation": r.run.ablation, "arm": r.run.arm, "dataset": r.run.dataset,
+                        "seed": r.run.seed, "hash8": r.run.hash8, "status": r.status, "metric": key,
+                        "value": "" if v is None else repr(v), "n": rec.get("n", ""),
+                        "split": rec.get("split", ""),
+                        "unavailable": rec.get("unavailable", "") if r.status == "done" and v is None else ""})
+    return buf.getvalue()
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(c, c) for c in s).replace("−", "-").replace("↑", r"$\uparrow$") \
+        .replace("↓", r"$\downarrow$")
+
+
+def _tex_cell(cell: Cell, key: str) -> str:
+    s, fmt = cell.summary, info(key).fmt
+    if s.n == 0:
+        return "--"
+    mean = tex_escape(_num(s.mean, fmt))
+    text = (rf"\textbf{{{mean}}}" if cell.bold else mean)
+    text += rf" $\pm$ {tex_escape(_num(s.half, fmt))}" if s.n >= 2 else f" (n={s.n})"
+    if cell.cmp is not None and not math.isnan(cell.cmp.diff):
+        mark = r"^{\dagger}" if cell.cmp.significant else ""
+        text += rf" (${tex_escape(_num(cell.cmp.diff, fmt, sign=True))}{mark}$)"
+    return text
+
+
+def render_latex(spec: AblationSpec, groups: list[Group], keys: list[str], cells: dict) -> str:
+    base = spec.baseline_arm()
+    head = ["arm", "dataset", "runs"] + [info(k).title for k in keys]
+    out = [r"% generated by bench/tables.py; needs \usepackage{booktabs}",
+           r"\begin{table}[t]", r"\centering", r"\small",
+           rf"\caption{{{tex_escape(spec.question)} Ablation \texttt{{{tex_escape(spec.name)}}}"
+           + (f", claims {', '.join(spec.claims)}" if spec.claims else "")
+           + r". Mean $\pm$ 95\% t-interval over seeds; in brackets the difference to the baseline arm "
+           + rf"\texttt{{{tex_escape(base)}}}; $^{{\dagger}}$ Welch $p<{stats.ALPHA}$; bold: best and "
+           + r"significantly better than the runner-up.}",
+           rf"\label{{tab:{tex_escape(spec.name)}}}",
+           r"\begin{tabular}{lll" + "r" * len(keys) + "}", r"\toprule",
+           " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
+    prev = None
+    for g in groups:
+        if prev is not None and g.dataset != prev:
+            out.append(r"\midrule")
+        prev = g.dataset
+        row = [tex_escape(g.arm), tex_escape(g.dataset), tex_escape(g.status_text())]
+        row += [_tex_cell(cells[(g.arm, g.dataset, k)], k) for k in keys]
+        out.append(" & ".join(row) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- summary for index/claims
+
+def _f(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else x
+
+
+def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Group], keys: list[str],
+                  cells: dict, facts: dict[str, Any], updated: str | None, figures: list[tuple[str, str]]) -> dict:
+    arms = {}
+    for r in records:
+        arms.setdefault(r.run.arm, {"losses": [l["name"] for l in r.run.loss], "lr": r.run.train["lr"],
+                                    "model": r.run.model.get("name")})
+    out_groups = []
+    for g in groups:
+        ms = {}
+        for k in keys:
+            c = cells[(g.arm, g.dataset, k)]
+            ms[k] = {"values": g.values(k), "n": c.summary.n, "mean": _f(c.summary.mean),
+                     "lo": _f(c.summary.lo), "hi": _f(c.summary.hi)}
+            if c.cmp is not None:
+                ms[k].update(diff=_f(c.cmp.diff), diff_lo=_f(c.cmp.lo), diff_hi=_f(c.cmp.hi), p=_f(c.cmp.p))
+        out_groups.append({"arm": g.arm, "dataset": g.dataset, "counts": g.counts, "metrics": ms})
+    counts = {s: sum(r.status == s for r in records) for s in STATUSES}
+    return {"ablation": spec.name, "question": spec.question, "claims": list(spec.claims),
+            "baseline": spec.baseline_arm(), "datasets": list(spec.datasets), "arms": arms,
+            "planned": len(records), "counts": counts, "last_update": updated, "metrics": keys,
+            "figures": [{"file": f, "caption": c} for f, c in figures], **facts, "groups": out_groups}
+
+
+# --------------------------------------------------------------------------- entry point
+
+def write_tables(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path) -> Path:
+    runs_root, results_root = Path(runs_root), Path(results_root)
+    records = collect(runs, runs_root)
+    out_dir = results_root / spec.name
+    groups = groups_of(spec, records)
+    keys, unavailable = metric_keys(records)
+    all_keys = [k for k in list(CATALOGUE) + sorted(set(unavailable) - set(CATALOGUE))
+                if k in keys or k in unavailable]
+    cells = cells_of(spec, groups, keys)
+    facts = header_facts(spec, records)
+
+    md = render_markdown(spec, records, groups, keys, cells, unavailable, facts)
+    store.write_text(out_dir / "table.md", md)
+    store.write_text(out_dir / "table.csv", render_csv(records, all_keys))
+    store.write_text(out_dir / "table.tex", render_latex(spec, groups, keys, cells))
+
+    try:
+        from bench import plots
+        figures = plots.write_figures(spec, records, groups, keys, runs_root, out_dir / "figures")
+    except Exception as exc:  # a plotting bug must not lose the tables of a finished sweep
+        print(f"warning: figures for {spec.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        figures = []
+    sheets = _copy_sheets(records, runs_root, out_dir)
+
+    readme = md + "\nFiles: [table.md](table.md) · [table.csv](table.csv) (one row per run × metric) · " \
+              "[table.tex](table.tex) (booktabs) · [summary.json](summary.json)\n"
+    if figures:
+        readme += "\n## Figures\n\n" + "".join(f"**{cap}**\n\n![{cap}]({f})\n\n" for f, cap in figures)
+    readme += sheets
+    store.write_text(out_dir / "README.md", readme)
+    store.write_json(out_dir / SUMMARY, build_summary(spec, records, groups, keys, cells, facts,
+                                                      last_update(records, runs_root), figures))
+    from bench import claims
+    write_index(results_root)
+    claims.write_claims(results_root)
+    return out_dir / "table.md"
+
+
+def _copy_sheets(records: list[RunRecord], runs_root: Path, out_dir: Path) -> str:
+    """Copy the sample and reconstruction sheets of the first finished seed of each arm x dataset."""
+    seen = set()
+    lines = []
+    for r in sorted(records, key=lambda r: (r.run.dataset, r.run.arm, r.run.seed)):
+        key = (r.run.arm, r.run.dataset)
+        if r.status != "done" or key in seen:
+            continue
+        seen.add(key)
+        for kind in ("recon", "samples"):
+            src = runs_root / r.run.rel_dir / f"{kind}.png"
+            if src.exists():
+                store.write_bytes(out_dir / "sheets" / f"{r.run.arm}-{r.run.dataset}-{kind}.png", src.read_bytes())
+        lines.append(f"| {r.run.arm} | {r.run.dataset} (seed {r.run.seed}) | "
+                     f"![recon](sheets/{r.run.arm}-{r.run.dataset}-recon.png) | "
+                     f"![samples](sheets/{r.run.arm}-{r.run.dataset}-samples.png) |")
+    if not lines:
+        return ""
+    return ("\n## Sheets (one seed per arm)\n\nReconstructions: test images (odd rows) above their "
+            "reconstructions (even rows). Samples: decoded z ~ N(0, I).\n\n"
+            "| arm | dataset | reconstructions | samples |\n|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def write_index(results_root: Path) -> Path:
+    """results/README.md: every ablation that has a summary.json, with status and links."""
+    results_root = Path(results_root)
+    rows = []
+    for p in sorted(results_root.glob(f"*/{SUMMARY}")):
+        s = store.read_json(p)
+        c = s["counts"]
+        status = f"{c['done']}/{s['planned']} done" + "".join(
+            f", {c[k]} {k}" for k in ("diverged", "failed", "pending") if c.get(k))
+        name = s["ablation"]
+        figs = " · ".join(f"[{Path(f['file']).stem}]({name}/{f['file']})" for f in s.get("figures", []))
+        rows.append(f"| [{name}]({name}/README.md) | {s['question']} | {', '.join(s['claims']) or '—'} | "
+                    f"{status} | {s.get('last_update') or '—'} | [md]({name}/table.md) · [csv]({name}/table.csv)"
+                    f" · [tex]({name}/table.tex) | {figs or '—'} |")
+    text = ("# Results\n\nGenerated by `python -m bench table <ablation.yaml>` (also at the end of "
+            "`bench run`); do not edit. Verdicts per paper claim: [CLAIMS.md](CLAIMS.md).\n\n"
+            "| ablation | question | claims | status (runs done / planned) | last run finished | tables | figures |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + ("\n" if rows else ""))
+    store.write_text(results_root / "README.md", text)
+    return results_root / "README.md"

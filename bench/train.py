@@ -1,0 +1,187 @@
+"""The one training loop.
+
+    train(run, run_dir) -> TrainResult
+
+Build data, model, objective, optimiser; resume from ckpt.pt if present; loop; checkpoint;
+return.  Determinism: one seed drives init (torch.manual_seed), batch order (the Batches
+generator) and the reparameterisation noise (its own generator); all three are checkpointed,
+so a killed run resumes to the same weights as an uninterrupted one (on the same device).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from bench import data as data_mod
+from bench import store
+from bench.config import RunSpec
+from losses import Objective
+from models import MODELS
+
+CKPT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    status: str                     # "done" | "diverged"
+    steps: int                      # optimiser steps completed
+    reason: str | None = None       # why it diverged
+    train_images_per_s: float | None = None
+    wall_s: float = 0.0
+    resumed_from: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from bench.errors import BenchError
+        raise BenchError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def build_model(run: RunSpec, device: torch.device) -> torch.nn.Module:
+    args = {k: v for k, v in run.model.items() if k != "name"}
+    model = MODELS.build(run.model["name"], args).to(device)
+    if device.type == "cuda" and run.train["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _autocast(device: torch.device, enabled: bool):
+    # bf16 autocast only on CUDA: on the CPU it is slower for convs and changes numerics.
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
+    cfg = run.train
+    device = resolve_device(cfg["device"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    # -- data: the whole training split lives on the device as uint8
+    dspec = data_mod.DataSpec(**run.data)
+    train_set = data_mod.load(dspec, "train")
+    batches = data_mod.Batches(train_set.images, cfg["batch_size"], seed=run.seed, device=device,
+                               hflip=dspec.hflip)
+
+    # -- model, objective, optimiser
+    torch.manual_seed(run.seed)
+    model = build_model(run, device)
+    objective = Objective.from_config(run.loss).to(device)
+    fused = device.type == "cuda"
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
+                           weight_decay=cfg["weight_decay"], fused=fused or None)
+    noise = torch.Generator(device=device).manual_seed(run.seed + 1)
+    step_fn = torch.compile(model) if cfg["compile"] else model
+
+    # -- resume
+    step, resumed_from = 0, 0
+    ckpt_path = run_dir / store.CKPT
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        batches.load_state_dict(ck["batches"])
+        noise.set_state(ck["noise"])
+        step = resumed_from = ck["step"]
+        _truncate_log(run_dir / store.LOG, step)
+
+    def save_ckpt() -> None:
+        store.torch_save(ckpt_path, {"version": CKPT_VERSION, "step": step, "model": model.state_dict(),
+                                     "opt": opt.state_dict(), "batches": batches.state_dict(),
+                                     "noise": noise.get_state()})
+
+    # -- loop
+    model.train()
+    steps, log_every = cfg["steps"], cfg["log_every"]
+    losses = torch.zeros(log_every, device=device)           # deferred NaN check: no sync per step
+    sums: dict[str, torch.Tensor] = {}
+    timed_images, timed_s, t_mark, mark_step = 0, 0.0, time.perf_counter(), step
+    bar = _progress(progress, steps, step, f"{run.arm}/{run.dataset}/s{run.seed}")
+    with open(run_dir / store.LOG, "a") as log:
+        while step < steps:
+            x = batches.next()                                 # (B, 3, H, W) float in [0, 1]
+            with _autocast(device, cfg["amp"]):
+                out = step_fn(x, generator=noise)
+                total, terms = objective(x, out, model, step)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            opt.step()
+            losses[step % log_every] = total.detach().float()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0) + v.detach().float()
+            step += 1
+
+            if step % log_every == 0 or step == steps:
+                n = (step - 1) % log_every + 1
+                window = losses[:n].cpu()                      # the sync point
+                bad = (~torch.isfinite(window)).nonzero()
+                if len(bad):
+                    first = step - n + int(bad[0]) + 1
+                    bar.close()
+                    return TrainResult("diverged", first, f"non-finite loss ({window[bad[0]].item()}) "
+                                       f"at step {first}", _rate(timed_images, timed_s),
+                                       time.perf_counter() - t_start, resumed_from)
+                now = time.perf_counter()
+                if mark_step != resumed_from:                  # the first window is warm-up
+                    timed_images += (step - mark_step) * cfg["batch_size"]
+                    timed_s += now - t_mark
+                t_mark, mark_step = now, step
+                entry = {"step": step, "loss": float(window.mean()),
+                         **{k: float(v) / n for k, v in sums.items()},
+                         "images_per_s": _rate(timed_images, timed_s), "elapsed_s": round(now - t_start, 3)}
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                sums = {}
+                bar.update(n)
+                bar.set_postfix(loss=f"{entry['loss']:.4g}")
+            if step % cfg["ckpt_every"] == 0 and step < steps:
+                save_ckpt()
+    save_ckpt()
+    bar.close()
+    return TrainResult("done", step, None, _rate(timed_images, timed_s), time.perf_counter() - t_start,
+                       resumed_from)
+
+
+def _rate(images: int, seconds: float) -> float | None:
+    return round(images / seconds, 2) if seconds > 0 and images else None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be re-logged)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue
+    store.write_text(path, "".join(l + "\n" for l in keep))
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, file=sys.stderr,
+                leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def result_dict(r: TrainResult) -> dict:
+    d = asdict(r)
+    d["wall_s"] = round(d["wall_s"], 3)
+    if d["train_images_per_s"] is not None and not math.isfinite(d["train_images_per_s"]):
+        d["train_images_per_s"] = None
+    return d
