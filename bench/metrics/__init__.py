@@ -1,0 +1,63 @@
+"""Metric catalogue: the one place that names every metric a run can report.
+
+``scoring.py`` writes records under these keys into metrics.json; tables, plots and the claims
+report read titles, formats and directions from here.  A metric missing from a run's
+metrics.json is "not measured"; a record with ``value: null`` carries ``unavailable: reason``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    title: str                      # column title
+    fmt: str                        # format spec for the mean
+    higher_is_better: bool | None   # None: descriptive, never ranked
+    group: str                      # quality | colour | artifact | latent | cost | fidelity
+    doc: str = ""
+
+
+CATALOGUE: dict[str, MetricInfo] = {
+    # reconstruction quality (test split, decode of the posterior mean)
+    "recon_ssim": MetricInfo("test SSIM", ".3f", True, "quality", "SSIM(x, x̂), pytorch-msssim, data_range=1"),
+    "recon_ms_ssim": MetricInfo("test MS-SSIM", ".3f", True, "quality", "size-safe MS-SSIM(x, x̂)"),
+    "recon_psnr": MetricInfo("test PSNR (dB)", ".2f", True, "quality", "mean of per-image PSNR"),
+    "recon_mse": MetricInfo("test MSE", ".4f", False, "quality", "per-pixel MSE"),
+    "train_recon_mse": MetricInfo("train MSE", ".4f", False, "quality", "per-pixel MSE on training images"),
+    "recon_gap": MetricInfo("test−train MSE", ".4f", False, "quality", "generalisation gap (C10)"),
+    # sample/recon fidelity with pretrained networks
+    "fid_samples": MetricInfo("sample FID", ".2f", False, "fidelity", "FID(samples, reference split)"),
+    "kid_samples": MetricInfo("sample KID", ".4f", False, "fidelity", "KID(samples, reference split)"),
+    "fid_recon": MetricInfo("recon FID", ".2f", False, "fidelity", "FID(test reconstructions, test images)"),
+    "lpips": MetricInfo("LPIPS", ".3f", False, "fidelity", "LPIPS(x, x̂), lpips package"),
+    "st_lpips": MetricInfo("ST-LPIPS", ".3f", False, "fidelity", "shift-tolerant LPIPS (stlpips-pytorch)"),
+    # colour (C3)
+    "sample_colour_dist": MetricInfo("sample colour dist", ".4f", False, "colour",
+                                     "distance of per-channel mean/std of samples to real images"),
+    "recon_colour_dist": MetricInfo("recon colour dist", ".4f", False, "colour",
+                                    "distance of per-channel mean/std of reconstructions to real images"),
+    "sample_saturation": MetricInfo("sample saturation", ".3f", None, "colour", "mean HSV saturation of samples"),
+    "recon_saturation": MetricInfo("recon saturation", ".3f", None, "colour", "mean HSV saturation of recons"),
+    "real_saturation": MetricInfo("real saturation", ".3f", None, "colour", "mean HSV saturation of test images"),
+    # artifacts and sharpness (C4)
+    "spectral_dist": MetricInfo("spectral dist", ".4f", False, "artifact",
+                                "radially averaged log power spectrum distance, samples vs real"),
+    "checkerboard": MetricInfo("checkerboard", ".4f", False, "artifact",
+                               "excess energy at the stride-2 checkerboard frequencies vs real"),
+    "sample_sharpness": MetricInfo("sample sharpness", ".4f", None, "artifact",
+                                   "variance of Laplacian of samples / real"),
+    "recon_sharpness": MetricInfo("recon sharpness", ".4f", None, "artifact",
+                                  "variance of Laplacian of recons / real"),
+    # latent (C9)
+    "kl": MetricInfo("KL (nats)", ".1f", None, "latent", "analytic KL per test image"),
+    "active_units": MetricInfo("active units", ".0f", True, "latent", "dims with Cov_x(E[z|x]) > 0.01"),
+    # cost (C5, C6, C7)
+    "params": MetricInfo("params", ",.0f", None, "cost", "trainable parameters"),
+    "flops_per_image": MetricInfo("FLOPs/img", ".3g", None, "cost", "forward FLOPs per image (encode + decode)"),
+    "train_images_per_s": MetricInfo("train img/s", ".0f", True, "cost", "training throughput"),
+    "sample_images_per_s": MetricInfo("sample img/s", ".0f", True, "cost", "decoder sampling throughput"),
+    "peak_memory_mb": MetricInfo("peak mem (MB)", ".0f", False, "cost", "peak device memory while training"),
+    "mfu": MetricInfo("MFU", ".3f", True, "cost", "model FLOPs utilisation vs the device's measured matmul peak"),
+    "wall_s": MetricInfo("wall (s)", ".0f", None, "cost", "training wall time"),
+}

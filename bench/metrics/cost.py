@@ -1,0 +1,144 @@
+"""Cost metrics: throughput, FLOPs, peak memory, the device's matmul peak and MFU.
+
+* :func:`throughput` — images/s of ``fn(batch)``: warm-up calls, then the **median** of timed
+  repeats, each bracketed by a device sync (``torch.cuda.synchronize`` on CUDA; CPU ops are
+  synchronous), so asynchronous CUDA launches are not mistaken for finished work.
+* :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
+  (``models.conv.flops_per_image`` when available, else ``FlopCounterMode`` directly; matmuls
+  and convolutions, 2 FLOPs per multiply-add).
+* :func:`peak_memory_mb` — CUDA only: ``torch.cuda.max_memory_allocated`` around a callable.
+  On the CPU the suite reports *unavailable* rather than process RSS: RSS includes the dataset,
+  Python and allocator caches and is not comparable with a device-memory number.
+* :func:`device_matmul_peak` — the device's measured dense-matmul FLOP/s (fp32 on the CPU, bf16
+  on CUDA, which is what the trainer's autocast uses there); median of a few large matmuls,
+  measured once and cached in ``$PEGASUS_CACHE/device_peak.json`` keyed by device name, torch
+  version, thread count and dtype (written atomically).
+* :func:`mfu` — model-FLOPs utilisation = ``TRAIN_FLOPS_FACTOR * forward FLOPs/image *
+  train images/s / peak``.  Convention: one training step costs ~3x the forward pass (forward
+  1x + backward 2x: gradients w.r.t. activations and w.r.t. weights), as in Kaplan et al. (2020)
+  and the PaLM MFU definition.  Optimiser, loss and element-wise work are not counted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+TRAIN_FLOPS_FACTOR = 3          # forward + backward ~= 3 x forward (see module docstring)
+_now = time.perf_counter        # module-level so tests can substitute a fake clock
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(fn: Callable[[Any], Any], batch: Any, *, device: torch.device | str, warmup: int = 3,
+               repeats: int = 7, batch_size: int | None = None) -> float:
+    """Images per second of ``fn(batch)``: median over ``repeats`` synced, timed calls."""
+    n = batch_size if batch_size is not None else len(batch)
+    if repeats < 1 or n < 1:
+        raise ValueError("throughput needs repeats >= 1 and a non-empty batch")
+    for _ in range(warmup):
+        fn(batch)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = _now()
+        fn(batch)
+        sync(device)
+        times.append(_now() - t0)
+    return n / max(statistics.median(times), 1e-12)
+
+
+def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
+    """(FLOPs, method) of one forward pass (encode + decode) of one image."""
+    try:
+        from models.conv import flops_per_image
+    except ImportError:
+        flops_per_image = None
+    if flops_per_image is not None:
+        return int(flops_per_image(model, image_size)), "models.conv.flops_per_image (FlopCounterMode)"
+    from torch.utils.flop_counter import FlopCounterMode
+    p = next(model.parameters())
+    x = torch.rand(1, 3, image_size, image_size, device=p.device, dtype=p.dtype)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was)
+    return int(counter.get_total_flops()), "torch.utils.flop_counter.FlopCounterMode"
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str) -> float | None:
+    """Peak CUDA memory allocated (MiB) while running ``fn``; None on non-CUDA devices."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20
+
+
+# --------------------------------------------------------------------------- device peak + MFU
+
+def _cache_file() -> Path:
+    root = Path(os.environ.get("PEGASUS_CACHE", Path.home() / ".cache" / "pegasus-bench"))
+    return root / "device_peak.json"
+
+
+def _device_label(device: torch.device) -> str:
+    from bench.store import device_name
+    return device_name(device)
+
+
+def peak_dtype(device: torch.device | str) -> torch.dtype:
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def device_key(device: torch.device | str) -> str:
+    device = torch.device(device)
+    return (f"{_device_label(device)} | torch {torch.__version__} | threads {torch.get_num_threads()} "
+            f"| {str(peak_dtype(device)).replace('torch.', '')}")
+
+
+def _measure_matmul_peak(device: torch.device, n: int | None = None, repeats: int = 5) -> float:
+    """Median FLOP/s of an (n x n) @ (n x n) matmul on ``device``."""
+    dtype = peak_dtype(device)
+    n = n or (8192 if device.type == "cuda" else 1536)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    ips = throughput(lambda t: torch.mm(t, b), a, device=device, warmup=2, repeats=repeats, batch_size=1)
+    return 2.0 * n ** 3 * ips
+
+
+def device_matmul_peak(device: torch.device | str) -> float:
+    """Measured dense-matmul FLOP/s of ``device`` (cached on disk; see module docstring)."""
+    device = torch.device(device)
+    path, key = _cache_file(), device_key(device)
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache.get(key), dict) and cache[key].get("flops_per_s", 0) > 0:
+        return float(cache[key]["flops_per_s"])
+    peak = _measure_matmul_peak(device)
+    cache[key] = {"flops_per_s": peak, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    from bench.store import write_json
+    write_json(path, cache)            # temp file + rename
+    return peak
+
+
+def mfu(forward_flops: float, train_images_per_s: float, peak_flops_per_s: float) -> float:
+    """Model-FLOPs utilisation: TRAIN_FLOPS_FACTOR * forward FLOPs * images/s / peak."""
+    return TRAIN_FLOPS_FACTOR * forward_flops * train_images_per_s / peak_flops_per_s

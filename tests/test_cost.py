@@ -1,0 +1,95 @@
+"""Cost metrics: median throughput with a fake clock, FLOPs, device peak cache, MFU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.metrics import cost
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_throughput_is_positive_and_uses_the_median(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(cost, "_now", clock)
+    durations = iter([9.0, 9.0, 9.0] + [1.0, 1.0, 100.0, 1.0, 2.0, 1.0, 50.0])  # 3 warm-ups, 7 timed
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        clock.t += next(durations)
+
+    ips = cost.throughput(fn, torch.zeros(10, 4), device="cpu", warmup=3, repeats=7)
+    assert len(calls) == 10
+    assert ips == pytest.approx(10 / 1.0)            # median of (1,1,100,1,2,1,50) = 1; the mean would be 22.3
+
+
+def test_throughput_real_function_positive():
+    ips = cost.throughput(lambda t: t @ t, torch.rand(64, 64), device="cpu", warmup=1, repeats=3)
+    assert ips > 0
+
+
+def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_measure(device, n=None, repeats=5):
+        calls.append(device)
+        return 1.5e11
+
+    monkeypatch.setattr(cost, "_measure_matmul_peak", fake_measure)
+    assert cost.device_matmul_peak("cpu") == 1.5e11
+    assert cost.device_matmul_peak(torch.device("cpu")) == 1.5e11
+    assert len(calls) == 1
+    doc = json.loads((tmp_path / "device_peak.json").read_text())
+    key = cost.device_key("cpu")
+    assert doc[key]["flops_per_s"] == 1.5e11 and "torch" in key and "threads" in key and "float32" in key
+    assert not list(tmp_path.glob(".*tmp"))                # atomic write left no temp file
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 12345)   # another key -> measured again
+    cost.device_matmul_peak("cpu")
+    assert len(calls) == 2
+
+
+def test_real_matmul_peak_is_plausible():
+    peak = cost._measure_matmul_peak(torch.device("cpu"), n=256, repeats=2)
+    assert 1e6 < peak < 1e15
+
+
+def test_mfu_uses_three_times_forward_flops():
+    assert cost.mfu(1e6, 100.0, 3e9) == pytest.approx(0.1)
+    assert cost.TRAIN_FLOPS_FACTOR == 3
+
+
+def test_flops_fallback_counts_a_linear_layer(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_models(name, *a, **k):
+        if name == "models.conv":
+            raise ImportError("simulated")
+        return real_import(name, *a, **k)
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 4 * 4, 5, bias=False)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    monkeypatch.setattr(builtins, "__import__", no_models)
+    flops, how = cost.forward_flops_per_image(Tiny(), 4)
+    assert flops == 2 * 48 * 5 and "FlopCounterMode" in how
+
+
+def test_peak_memory_is_none_off_cuda():
+    assert cost.peak_memory_mb(lambda: None, "cpu") is None
