@@ -29,11 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--dry-run", action="store_true", help="same as `plan`: validate and list runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--require", default="", metavar="fid,lpips",
+                   help="fail before training unless these weight-dependent metrics can be computed")
     p = sub.add_parser("plan", help="validate, list the expanded runs, build every model and objective")
     _add_common(p)
+    p.add_argument("--require", default="", metavar="fid,lpips",
+                   help="fail unless these weight-dependent metrics can be computed")
     p = sub.add_parser("table", help="(re)write results/<ablation>/ tables from finished runs")
     _add_common(p)
     sub.add_parser("list", help="list registered models, losses and data sources")
+    from bench import weights
+    weights.add_parser(sub)
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     f = dsub.add_parser("fetch", help="download a dataset with torchvision (needs network)")
@@ -49,6 +55,7 @@ def cmd_plan(args) -> int:
 
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
+    _require(args)
     built = {}
     for run in runs:  # build every distinct model/objective once on the CPU: mistakes show now
         key = (str(run.model), str(run.loss))
@@ -68,6 +75,13 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _require(args) -> None:
+    names = [n.strip() for n in getattr(args, "require", "").split(",") if n.strip()]
+    if names:
+        from bench import weights
+        weights.require(names)
+
+
 def _cpu():
     import torch
     return torch.device("cpu")
@@ -80,6 +94,7 @@ def cmd_run(args) -> int:
         return cmd_plan(args)
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
+    _require(args)
     # fail before any training if a dataset is missing (decoded once, then cached)
     checked = set()
     for run in runs:
@@ -125,10 +140,16 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _weights_cli(args) -> int:
+    from bench import weights
+    return weights.run_cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "list": cmd_list, "data": cmd_data}[args.cmd](args)
+        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "list": cmd_list, "data": cmd_data,
+                "weights": _weights_cli}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -146,6 +146,8 @@ class EvalSpec(_Strict):
     n_samples: int = pydantic.Field(1000, ge=16)       # prior samples scored
     batch_size: int = pydantic.Field(250, ge=1)
     sheet: int = pydantic.Field(64, ge=4)              # images per PNG sheet
+    fidelity: pydantic.StrictBool = True               # FID/KID/LPIPS (pretrained networks)
+    n_fid: int | None = pydantic.Field(None, ge=2)     # cap on images for FID/KID/LPIPS (None = all scored)
 
 
 class ArmSpec(_Strict):

@@ -240,7 +240,9 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
 
     # ---- fidelity (pretrained networks), guarded
     test_key = {"data": run.data, "split": test_split, "resolution": res}
-    metrics.update(_fidelity_metrics(samples_u8, recon_u8, images, n_ref, test_key, device, base, fidelity))
+    n_fid = ev.get("n_fid") or max(len(samples_u8), n)
+    metrics.update(_fidelity_metrics(samples_u8[:n_fid], recon_u8[:n_fid], images[:n_fid], min(n_ref, n_fid),
+                                     test_key, device, base, fidelity and ev.get("fidelity", True)))
 
     # ---- image sheets: originals above reconstructions, and the first scored prior samples
     k = ev["sheet"]
@@ -334,7 +336,7 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, images: 
                       enabled: bool) -> dict[str, Any]:
     """fid_samples, kid_samples, fid_recon, lpips, st_lpips — or ``unavailable`` records."""
     if not enabled:
-        return {k: unavailable("fidelity metrics disabled for this scoring pass", **base) for k in FIDELITY_KEYS}
+        return {k: unavailable("fidelity metrics disabled (eval.fidelity: false)", **base) for k in FIDELITY_KEYS}
     try:
         from bench.metrics import fidelity as fid_mod
     except Exception as e:  # missing module or a broken optional dependency

@@ -18,8 +18,12 @@ Design choices:
   one function, and the feature passes do not touch the running statistics (training-mode
   BN would fold reconstruction statistics into them).  The model's modes are restored after.
 
-``network: vgg19`` (perceptual loss on pretrained VGG19 features) needs weights provisioning,
-which is not implemented yet: building it raises ``WeightsError``.
+``network: vgg19`` is the DFC-VAE of Hou et al. (2016), "VAE-123": ImageNet-normalised images
+through torchvision's pretrained VGG19, compared at relu1_1, relu2_1 and relu3_1.  The weights
+come from ``bench.weights.locate("vgg19")`` (explicit dir / $PEGASUS_WEIGHTS, then the torch hub
+cache) with their checksum verified; when absent, building the term raises ``WeightsError`` —
+so ``bench plan`` stops with one line before anything trains.  VGG19 is frozen (eval mode, no
+grad) and is not part of the optimiser.
 """
 import contextlib
 from typing import Literal
@@ -27,7 +31,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.errors import WeightsError
 from losses import LOSSES
 from losses.objective import Term
 from models import VAEOutput
@@ -56,13 +59,17 @@ class DeepFeature(Term):
 
     def __init__(self, network: Literal["self", "vgg19"] = "self"):
         super().__init__()
-        if network == "vgg19":
-            raise WeightsError("deep_feature network 'vgg19' needs pretrained VGG19 weights: "
-                               "not implemented yet")
         self.network = network
+        self.vgg = VGG19Features() if network == "vgg19" else None
 
     def forward(self, x: torch.Tensor, out: VAEOutput, model: nn.Module | None = None,
                 step: int = 0) -> torch.Tensor:
+        if self.vgg is not None:
+            with torch.no_grad():
+                target = self.vgg(x)
+            feats = self.vgg(out.recon)
+            per_layer = [(f.float() - t.float()).square().flatten(1).mean(1) for f, t in zip(feats, target)]
+            return torch.stack(per_layer).sum(0) * x[0].numel()
         if model is None or not hasattr(model, "features"):
             raise ValueError("deep_feature network 'self' needs the model (with a features() "
                              "method): call objective(x, out, model)")
@@ -72,3 +79,54 @@ class DeepFeature(Term):
             feats = model.features(out.recon)
         per_layer = [(f.float() - t.float()).square().flatten(1).mean(1) for f, t in zip(feats, target)]
         return torch.stack(per_layer).sum(0) * x[0].numel()
+
+
+class VGG19Features(nn.Module):
+    """Frozen torchvision VGG19 trunk returning relu1_1, relu2_1, relu3_1 (Hou et al., VAE-123)."""
+
+    TAPS = (1, 6, 11)   # indices of relu1_1, relu2_1, relu3_1 in vgg19.features
+
+    def __init__(self, weights_dir: str | None = None):
+        super().__init__()
+        import torchvision
+
+        from bench import weights
+
+        path = weights.locate("vgg19", weights_dir)          # WeightsError if missing / corrupt
+        vgg = torchvision.models.vgg19(weights=None)
+        vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))   # strict
+        self.trunk = vgg.features[: self.TAPS[-1] + 1].eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> "VGG19Features":
+        return super().train(False)                           # always eval: a fixed feature map
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = (x.float() - self.mean) / self.std                 # (B, 3, H, W) ImageNet-normalised
+        feats = []
+        for i, layer in enumerate(self.trunk):
+            h = layer(h)
+            if i in self.TAPS:
+                feats.append(h)
+        return feats
+
+
+@LOSSES.register("lpips")
+class LPIPSLoss(Term):
+    """LPIPS(x, x̂) x C*H*W as a training loss (lpips package; frozen trunk from the weights store)."""
+
+    def __init__(self, net: Literal["alex", "vgg"] = "alex"):
+        super().__init__()
+        from bench.metrics.fidelity import build_lpips
+
+        self.net_name = net
+        self.lpips = build_lpips(net)[0].requires_grad_(False)   # WeightsError if the trunk is missing
+
+    def train(self, mode: bool = True) -> "LPIPSLoss":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, out: VAEOutput, model: nn.Module | None = None,
+                step: int = 0) -> torch.Tensor:
+        d = self.lpips(out.recon.float() * 2 - 1, x.float() * 2 - 1)   # (B, 1, 1, 1), inputs in [-1, 1]
+        return d.flatten() * x[0].numel()

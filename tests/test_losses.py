@@ -178,7 +178,9 @@ def test_config_errors_are_keyed_by_entry():
     assert entry == {"name": "kl", "weight": 2.0}                      # caller's dict untouched
 
 
-def test_deep_feature_vgg19_needs_weights():
+def test_deep_feature_vgg19_needs_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv("PEGASUS_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))                 # an empty hub cache
     with pytest.raises(WeightsError, match="vgg19"):
         Objective.from_config([{"name": "deep_feature", "network": "vgg19"}])
 

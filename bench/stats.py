@@ -1,0 +1,94 @@
+"""Statistics across seeds: t-intervals, Welch tests, Fisher's exact test for divergence counts.
+
+    summarise([0.81, 0.83, 0.80])  -> Summary(n=3, mean, sd, lo, hi)      # 95% t-interval
+    welch(arm_values, ref_values)  -> Comparison(diff, lo, hi, p)         # diff = mean(arm) - mean(ref)
+
+Seeds are few (2-5), so intervals use Student's t with n-1 degrees of freedom, and two arms are
+compared with Welch's unequal-variance t-test (two-sided), never a z-test or a bootstrap.
+Anything that cannot be computed (n < 2, zero variance in both groups) is NaN and never
+"significant".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+ALPHA = 0.05        # two-sided significance level used by tables and the claims report
+CONFIDENCE = 0.95   # intervals shown in tables and figures
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    sd: float       # sample standard deviation (ddof=1); NaN for n < 2
+    lo: float       # 95% t-interval of the mean; NaN for n < 2
+    hi: float
+
+    @property
+    def half(self) -> float:
+        return (self.hi - self.lo) / 2
+
+
+@dataclass(frozen=True)
+class Comparison:
+    diff: float     # mean(a) - mean(b)
+    lo: float       # 95% Welch interval of the difference
+    hi: float
+    p: float        # two-sided Welch p-value; NaN when undefined
+
+    @property
+    def significant(self) -> bool:
+        return is_significant(self.p)
+
+
+def is_significant(p: float, alpha: float = ALPHA) -> bool:
+    return p is not None and not math.isnan(p) and p < alpha
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """mean ± t_{(1+c)/2, n-1} · sd / sqrt(n)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    m, se = float(x.mean()), float(x.std(ddof=1)) / math.sqrt(len(x))
+    h = float(sps.t.ppf((1 + confidence) / 2, len(x) - 1)) * se
+    return m - h, m + h
+
+
+def summarise(values, confidence: float = CONFIDENCE) -> Summary:
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    lo, hi = t_interval(x, confidence)
+    sd = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+    return Summary(len(x), float(x.mean()), sd, lo, hi)
+
+
+def welch(a, b, confidence: float = CONFIDENCE) -> Comparison:
+    """Welch's t-test of mean(a) vs mean(b) with the Welch–Satterthwaite interval of the difference."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        return Comparison(math.nan, math.nan, math.nan, math.nan)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(diff, math.nan, math.nan, math.nan)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se2 = va + vb
+    if se2 == 0:
+        # identical constants in both groups (e.g. parameter counts): no sampling noise to test
+        return Comparison(diff, diff, diff, math.nan)
+    df = se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    h = float(sps.t.ppf((1 + confidence) / 2, df)) * math.sqrt(se2)
+    p = float(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    return Comparison(diff, diff - h, diff + h, p)
+
+
+def fisher(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    """Two-sided Fisher exact p-value for k_a/n_a vs k_b/n_b events (e.g. diverged runs)."""
+    if n_a == 0 or n_b == 0:
+        return math.nan
+    return float(sps.fisher_exact([[k_a, n_a - k_a], [k_b, n_b - k_b]]).pvalue)
