@@ -24,7 +24,7 @@ defaults:
   model: {name: conv, widths: [8, 16], latent_dim: 8}
   loss: [{name: kl}, {name: mse}]
   train: {steps: 8, batch_size: 16, lr: 1e-3, log_every: 2, ckpt_every: 4}
-  eval: {n_test: 40, n_samples: 32, batch_size: 16, sheet: 16}
+  eval: {n_test: 40, n_samples: 32, batch_size: 16, sheet: 16, fidelity: false}  # FID: tests/test_fidelity.py
 arms:
   mse: {}
   ssim: {loss: [{name: kl}, {name: ssim}, {name: colour}]}
