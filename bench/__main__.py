@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, WeightsError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -61,7 +61,10 @@ def cmd_plan(args) -> int:
         key = (str(run.model), str(run.loss))
         if key not in built:
             model = build_model(run, _cpu())
-            Objective.from_config(run.loss)
+            try:
+                Objective.from_config(run.loss)
+            except WeightsError as exc:
+                raise WeightsError(f"{spec.source}: arms.{run.arm}.loss: {exc}") from None
             built[key] = sum(p.numel() for p in model.parameters())
     print(f"{spec.name}: {len(runs)} runs = {len(spec.arms)} arms x {len(spec.datasets)} datasets x "
           f"{len(spec.seeds)} seeds  ({spec.question})")
