@@ -176,8 +176,9 @@ class AblationSpec(_Strict):
     data: dict[str, dict[str, Any]] = {}
     defaults: DefaultsSpec = DefaultsSpec()
     arms: dict[str, ArmSpec] = pydantic.Field(min_length=1)
-    # filled by load(): where the file came from, for error messages and reproduce lines
+    # filled by load(): where the file came from and the --set overrides, for reproduce lines
     source: str = ""
+    overrides: list[str] = []
 
     def baseline_arm(self) -> str:
         return self.baseline or next(iter(self.arms))
@@ -315,7 +316,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Ablat
     data.pop("base", None)
     where = _Lines(lines, shown)
     try:
-        spec = AblationSpec(**data, source=shown)
+        spec = AblationSpec(**data, source=shown, overrides=list(overrides))
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shlex
 import os
 import sys
 from dataclasses import dataclass, field
@@ -236,6 +237,11 @@ def _md_cell(cell: Cell, key: str, n_done: int) -> str:
     return text
 
 
+GROUP_TITLES = {"quality": "Reconstruction quality", "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
+                "colour": "Colour (C3)", "artifact": "Artifacts and sharpness (C4)", "latent": "Latent space (C9)",
+                "cost": "Cost (C5-C7)"}
+
+
 def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[Group], keys: list[str],
                     cells: dict, unavailable: dict[str, list[str]], facts: dict[str, Any]) -> str:
     base = spec.baseline_arm()
@@ -243,20 +249,26 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
     md.write(f"# {spec.name}\n\n**Question.** {spec.question}\n\n")
     md.write(f"**Claims tested.** {', '.join(spec.claims) if spec.claims else 'none'}"
              " (verdicts: [CLAIMS.md](../CLAIMS.md))\n\n")
-    md.write(f"**Reproduce.** `python -m bench run {facts['source']}` "
-             f"(tables only: `python -m bench table {facts['source']}`)\n\n")
+    args = facts["source"] + "".join(f" --set {shlex.quote(o)}" for o in spec.overrides)
+    md.write(f"**Reproduce.** `python -m bench run {args}` "
+             f"(tables only: `python -m bench table {args}`)\n\n")
     md.write(f"**Git commit.** {', '.join(facts['commits']) or 'n/a'} · "
              f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
              f"**Steps.** {', '.join(map(str, facts['steps']))} · "
              f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
-    head = ["arm", "dataset", "runs"] + [info(k).title + (" ↑" if info(k).higher_is_better else
-                                                          " ↓" if info(k).higher_is_better is False else "")
-                                         for k in keys]
-    md.write("| " + " | ".join(head) + " |\n|" + "|".join(["---"] * 3 + ["--:"] * len(keys)) + "|\n")
-    for g in groups:
-        row = [g.arm, g.dataset, g.status_text()]
-        row += [_md_cell(cells[(g.arm, g.dataset, k)], k, g.counts["done"]) for k in keys]
-        md.write("| " + " | ".join(row) + " |\n")
+    # one table per metric group, so that no table is wider than a screen
+    for group in dict.fromkeys(info(k).group for k in keys):
+        gkeys = [k for k in keys if info(k).group == group]
+        md.write(f"### {GROUP_TITLES.get(group, group)}\n\n")
+        head = ["arm", "dataset", "runs"] + [info(k).title + (" ↑" if info(k).higher_is_better else
+                                                              " ↓" if info(k).higher_is_better is False else "")
+                                             for k in gkeys]
+        md.write("| " + " | ".join(head) + " |\n|" + "|".join(["---"] * 3 + ["--:"] * len(gkeys)) + "|\n")
+        for g in groups:
+            row = [g.arm, g.dataset, g.status_text()]
+            row += [_md_cell(cells[(g.arm, g.dataset, k)], k, g.counts["done"]) for k in gkeys]
+            md.write("| " + " | ".join(row) + " |\n")
+        md.write("\n")
     md.write(
         "\nCells: mean ± half-width of the 95% t-interval over seeds (Student t, n−1 df); n = done runs "
         "unless shown. Δ: difference to the baseline arm "
