@@ -89,7 +89,7 @@ A claim is **supported** if every available comparison scores +, **contradicted*
 scores − and none scores +, and **inconclusive** otherwise (mixed results, or nothing significant).
 Comparisons whose metric was not measured are listed and do not count. When several ablations test
 a claim, the verdict comes from the first one listed that has results (paper scale before CPU
-scale before the shapes demo). n = finished (done) runs per arm; with 2–3 seeds only large
+scale; the shapes smoke demo never counts). n = finished (done) runs per arm; with 2–3 seeds only large
 effects reach significance, so *inconclusive* means "not shown", not "no effect".
 """
 
