@@ -69,9 +69,9 @@ def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def ssim_window(side: int, preferred: int = 11) -> int:
-    """The largest odd Gaussian window <= ``preferred`` that fits the image side."""
-    w = min(preferred, side if side % 2 else side - 1)
-    return max(w, 3)
+    """The largest odd Gaussian window <= ``preferred`` that fits the image side (the loss's rule)."""
+    from losses.ssim import window_for
+    return window_for(side, preferred)
 
 
 def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

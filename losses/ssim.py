@@ -56,6 +56,8 @@ def ms_ssim_plan(side: int, win_size: int) -> tuple[int, tuple[float, ...]]:
     levels, s = 1, side
     while levels < len(MS_SSIM_WEIGHTS) and math.ceil(s / 2) >= win:
         s, levels = math.ceil(s / 2), levels + 1
+    if levels == len(MS_SSIM_WEIGHTS):
+        return win, MS_SSIM_WEIGHTS                    # the library's weights, untouched
     w = MS_SSIM_WEIGHTS[:levels]
     return win, tuple(v / sum(w) for v in w)
 

@@ -58,23 +58,8 @@ def throughput(fn: Callable[[Any], Any], batch: Any, *, device: torch.device | s
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
     """(FLOPs, method) of one forward pass (encode + decode) of one image."""
-    try:
-        from models.conv import flops_per_image
-    except ImportError:
-        flops_per_image = None
-    if flops_per_image is not None:
-        return int(flops_per_image(model, image_size)), "models.conv.flops_per_image (FlopCounterMode)"
-    from torch.utils.flop_counter import FlopCounterMode
-    p = next(model.parameters())
-    x = torch.rand(1, 3, image_size, image_size, device=p.device, dtype=p.dtype)
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was)
-    return int(counter.get_total_flops()), "torch.utils.flop_counter.FlopCounterMode"
+    from models.conv import flops_per_image
+    return int(flops_per_image(model, image_size)), "models.conv.flops_per_image (FlopCounterMode)"
 
 
 def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str) -> float | None:

@@ -63,62 +63,23 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- MS-SSIM, size-safe
 
-def _pooled_side(side: int) -> int:
-    # pytorch-msssim pads odd sides by 1 before its 2x2 average pool
-    return side // 2 + (side % 2)
-
-
 def ms_ssim_config(side: int, preferred_win: int = 11) -> tuple[int, tuple[float, ...]]:
-    """(win_size, weights) for MS-SSIM on images whose smaller side is ``side``.
-
-    Rule: the window is the standard 11 (shrunk to the largest odd size <= side only for images
-    smaller than that); the number of scales is the largest L <= 5 whose coarsest scale still
-    holds one full window (side after L-1 halvings >= win); the standard 5-scale weights are
-    truncated to the first L and renormalised to sum to 1.  32 px -> win 11, 2 scales
-    (32, 16); 96 px -> win 11, 4 scales (96, 48, 24, 12); >= 161 px -> the standard 5 scales
-    and weights (then this is exactly ``pytorch_msssim.ms_ssim``).
-    """
-    win = max(3, min(preferred_win, side if side % 2 else side - 1))
-    levels, s = 1, side
-    while levels < len(MS_SSIM_WEIGHTS) and _pooled_side(s) >= win:
-        s = _pooled_side(s)
-        levels += 1
-    if levels == len(MS_SSIM_WEIGHTS):
-        return win, MS_SSIM_WEIGHTS                         # the standard weights, untouched
-    w = MS_SSIM_WEIGHTS[:levels]
-    return win, tuple(v / sum(w) for v in w)
+    """(win_size, weights) for MS-SSIM at this image side: the ``ms_ssim`` loss term's rule
+    (losses/ssim.py ``ms_ssim_plan``), so the metric and the loss measure the same thing.
+    32 px -> win 11, 2 scales; 96 px -> 4 scales; >= 161 px -> the standard 5 scales and weights."""
+    from losses.ssim import ms_ssim_plan
+    return ms_ssim_plan(side, preferred_win)
 
 
 def ms_ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N,) MS-SSIM(x, y) with data_range=1.0, scales/window chosen by :func:`ms_ssim_config`.
 
-    With the full 5 scales this *is* ``pytorch_msssim.ms_ssim``; with fewer it runs the same
-    algorithm (the library's ``_ssim`` per scale, ReLU'd contrast-structure terms, 2x2 average
-    pooling) without the library's fixed "4 downsamplings" size assertion.
+    With the full 5 scales this equals ``pytorch_msssim.ms_ssim``; with fewer it runs the same
+    algorithm without the library's fixed "4 downsamplings" size assertion.
     """
-    import pytorch_msssim
-    from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
-
+    from losses.ssim import ms_ssim_per_image as _ms_ssim
     x, y = as_float(x), as_float(y)
-    win_size, weights = ms_ssim_config(min(x.shape[-2:]))
-    if len(weights) == len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) > (win_size - 1) * 16:
-        return pytorch_msssim.ms_ssim(x, y, data_range=1.0, size_average=False, win_size=win_size,
-                                      weights=list(weights))
-    return _ms_ssim_loop(x, y, win_size, weights, _fspecial_gauss_1d, _ssim)
-
-
-def _ms_ssim_loop(x, y, win_size, weights, gauss, ssim_fn) -> torch.Tensor:
-    win = gauss(win_size, 1.5).repeat([x.shape[1], 1, 1, 1]).to(x.device)
-    w = x.new_tensor(weights)
-    mcs = []
-    for i in range(len(weights)):
-        ssim_pc, cs = ssim_fn(x, y, win=win, data_range=1.0, size_average=False, K=(0.01, 0.03))
-        if i < len(weights) - 1:
-            mcs.append(torch.relu(cs))
-            pad = [s % 2 for s in x.shape[2:]]
-            x, y = F.avg_pool2d(x, 2, padding=pad), F.avg_pool2d(y, 2, padding=pad)
-    stack = torch.stack(mcs + [torch.relu(ssim_pc)], 0)           # (levels, N, C)
-    return torch.prod(stack ** w.view(-1, 1, 1), 0).mean(1)
+    return _ms_ssim(x, y, *ms_ssim_config(min(x.shape[-2:])))
 
 
 # --------------------------------------------------------------------------- per-image primitives
