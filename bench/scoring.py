@@ -282,10 +282,16 @@ def _cost_metrics(run: RunSpec, model: torch.nn.Module, device: torch.device, re
     tips = train_result.get("train_images_per_s")
     if tips:
         peak = cost.device_matmul_peak(device)
-        out["mfu"] = metric(cost.mfu(flops, tips, peak), n=1, split=train_split,
-                            peak_flops_per_s=peak, peak_dtype=str(cost.peak_dtype(device)),
-                            peak_key=cost.device_key(device), train_flops_factor=cost.TRAIN_FLOPS_FACTOR,
-                            forward_flops_per_image=flops, train_images_per_s=tips, **c)
+        value = cost.mfu(flops, tips, peak)
+        if value > 1:   # impossible: the cached peak was measured too low (e.g. under load)
+            out["mfu"] = unavailable(f"MFU {value:.2f} > 1: the cached matmul peak ({peak / 1e9:.1f} GFLOP/s) is "
+                                     f"too low; delete {cost._cache_file()} to re-measure", n=1,
+                                     split=train_split, **c)
+        else:
+            out["mfu"] = metric(value, n=1, split=train_split,
+                                peak_flops_per_s=peak, peak_dtype=str(cost.peak_dtype(device)),
+                                peak_key=cost.device_key(device), train_flops_factor=cost.TRAIN_FLOPS_FACTOR,
+                                forward_flops_per_image=flops, train_images_per_s=tips, **c)
     else:
         out["mfu"] = unavailable("no training throughput was measured (run too short?)", n=1,
                                  split=train_split, **c)
