@@ -73,7 +73,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("C10", "Training on horse+bird only over-fits; the full dataset is better", ("subset",),
           (_c("recon_gap", "subset", "full", "higher"), _c("fid_samples", "subset", "full", "higher"))),
     Claim("C11", "Latent interpolation produces hybrid (winged-horse) images", ("pegasus",), (),
-          "qualitative: `python -m bench pegasus` writes ranked interpolation sheets; no statistical verdict."),
+          "qualitative (ranked horse<->bird interpolation sheets); the `pegasus` command is not built yet, so no verdict."),
 ]}
 
 RULE = f"""\
