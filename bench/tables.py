@@ -237,7 +237,7 @@ def _md_cell(cell: Cell, key: str, n_done: int) -> str:
     return text
 
 
-GROUP_TITLES = {"quality": "Reconstruction quality", "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
+GROUP_TITLES = {"runs": "Runs", "quality": "Reconstruction quality", "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
                 "colour": "Colour (C3)", "artifact": "Artifacts and sharpness (C4)", "latent": "Latent space (C9)",
                 "cost": "Cost (C5-C7)"}
 
@@ -256,9 +256,10 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
              f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
              f"**Steps.** {', '.join(map(str, facts['steps']))} · "
              f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
-    # one table per metric group, so that no table is wider than a screen
-    for group in dict.fromkeys(info(k).group for k in keys):
-        gkeys = [k for k in keys if info(k).group == group]
+    # one table per metric group, so that no table is wider than a screen; with no metric at all
+    # (every run diverged, failed or pending) one table still counts the runs
+    by_group = {g: [k for k in keys if info(k).group == g] for g in dict.fromkeys(info(k).group for k in keys)}
+    for group, gkeys in (by_group or {"runs": []}).items():
         md.write(f"### {GROUP_TITLES.get(group, group)}\n\n")
         head = ["arm", "dataset", "runs"] + [info(k).title + (" ↑" if info(k).higher_is_better else
                                                               " ↓" if info(k).higher_is_better is False else "")
