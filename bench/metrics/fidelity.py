@@ -63,11 +63,20 @@ def cache_dir() -> Path:
     return root / "fid_stats"
 
 
+_EXTRACTORS: dict[tuple, Any] = {}   # one Inception per (extractor, weights file, sha256, device) per process
+
+
 def _build_extractor(src: dict[str, Any], device: torch.device):
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-    cls = FEATURE_EXTRACTORS_REGISTRY[src["extractor"]]
-    ext = cls(src["extractor"], [FEATURE_LAYER], feature_extractor_weights_path=src["weights_path"])
-    return ext.to(device).eval()
+    """The Inception feature extractor for ``src``; built once per process (a run calls FID for samples
+    and reconstructions, a sweep for every run), keyed by the weights' sha256 so a changed file rebuilds."""
+    key = (src["extractor"], str(src["weights_path"]), src["sha256"], str(device))
+    if key not in _EXTRACTORS:
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+        cls = FEATURE_EXTRACTORS_REGISTRY[src["extractor"]]
+        ext = cls(src["extractor"], [FEATURE_LAYER], feature_extractor_weights_path=src["weights_path"])
+        _EXTRACTORS.clear()                          # keep at most one (~100 MB) alive
+        _EXTRACTORS[key] = ext.to(device).eval()
+    return _EXTRACTORS[key]
 
 
 def _features(extractor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
