@@ -1,8 +1,13 @@
 """Building blocks of ``ConvVAE``: one down-sampling stage, one up-sampling stage, a residual block.
 
 Every stage is ``conv -> [BatchNorm] -> LeakyReLU`` (the paper's recipe), except the decoder's
-output conv, which is bare (the model applies the sigmoid).  Padding is 0 for kernel 4 (the
-paper: k4, s2, p0) and 1 for kernel 3.
+output conv, which is bare (the model applies the sigmoid).  Padding is 0 for every kernel (the
+paper: k4, s2, "no padding"), so the kernel arm (3 vs 4) changes only the kernel.
+
+A max-pool stage pads the input by 1 pixel on the right and bottom, then applies a stride-1 conv
+and a 2x2 max-pool: its output side is floor((n + 1 - k + 1) / 2) = floor((n - k) / 2) + 1, the
+strided conv's, for every n and k.  So ``down='maxpool'`` changes only how a stage down-samples,
+never the spatial chain, the bottleneck or the size of the heads.
 
 Spatial sizes are bookkept exactly, never hard-coded: :func:`down_size` gives a stage's output
 size, and an ``Up`` stage is told the size it must produce, so the decoder mirrors the encoder
@@ -17,9 +22,8 @@ Down = Literal["stride", "maxpool"]
 Up = Literal["deconv", "upsample"]
 
 
-def padding_for(kernel: int) -> int:
-    """0 for the paper's kernel 4 (no padding), 1 for kernel 3 (size-preserving at stride 1)."""
-    return 0 if kernel == 4 else (kernel - 1) // 2
+PADDING = 0              # conv padding for every kernel: the paper's "no padding"
+POOL_PAD = (0, 1, 0, 1)  # extra (left, right, top, bottom) zeros before a max-pool stage's conv
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -28,11 +32,15 @@ def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def down_size(size: int, kernel: int, mode: Down) -> int:
-    """Output side of one encoder stage (may be <= 0 when the input is too small)."""
-    p = padding_for(kernel)
+    """Output side of one encoder stage (may be <= 0 when the input is too small).
+
+    Both modes give the same side (see the module docstring); each is computed from its own layers
+    so that a test can check the two stay equal.
+    """
     if mode == "stride":
-        return conv_out(size, kernel, 2, p)
-    return conv_out(size, kernel, 1, p) // 2        # stride-1 conv, then 2x2 max-pool (floor)
+        return conv_out(size, kernel, 2, PADDING)
+    padded = size + POOL_PAD[0] + POOL_PAD[1]
+    return conv_out(padded, kernel, 1, PADDING) // 2   # stride-1 conv, then 2x2 max-pool (floor)
 
 
 def _norm_act(ch: int, norm: bool, slope: float) -> list[nn.Module]:
@@ -40,12 +48,14 @@ def _norm_act(ch: int, norm: bool, slope: float) -> list[nn.Module]:
 
 
 class DownStage(nn.Sequential):
-    """Encoder stage: stride-2 conv, or stride-1 conv + 2x2 max-pool; then BN + LeakyReLU."""
+    """Encoder stage: stride-2 conv, or 1-pixel right/bottom pad + stride-1 conv + 2x2 max-pool;
+    then BN + LeakyReLU.  Both produce :func:`down_size` x :func:`down_size`."""
 
     def __init__(self, c_in: int, c_out: int, *, kernel: int, mode: Down, norm: bool, slope: float):
-        p = padding_for(kernel)
-        stride = 2 if mode == "stride" else 1
-        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, p, bias=not norm)]
+        if mode == "stride":
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, 2, PADDING, bias=not norm)]
+        else:
+            layers = [nn.ZeroPad2d(POOL_PAD), nn.Conv2d(c_in, c_out, kernel, 1, PADDING, bias=not norm)]
         layers += _norm_act(c_out, norm, slope)
         if mode == "maxpool":
             layers.append(nn.MaxPool2d(2))
@@ -65,7 +75,7 @@ class UpStage(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, *, kernel: int, mode: Up, in_size: int, out_size: int,
                  norm: bool, slope: float, final: bool = False):
-        p = padding_for(kernel)
+        p = PADDING
         bias = final or not norm
         if mode == "deconv":
             op = (out_size + 2 * p - kernel) % 2

@@ -17,6 +17,32 @@ Heads (``heads``):
   logvar channels), flattened to (B, D); decoder head: reshape z to (B, c_z, h, w) -> 1x1 conv
   c_z -> C -> BN -> LeakyReLU.  ``latent_dim`` must be a multiple of h*w (ConfigError otherwise).
   Far fewer parameters than ``fc`` (claim C7).
+
+Geometry (spatial side after each encoder stage; the decoder mirrors it back to exactly H x W;
+``model.bottleneck`` is the final map's (C, h, w)).  Every conv has stride 2 (or stride 1 + 2x2
+max-pool) and no padding, so a stage maps n -> floor((n - k) / 2) + 1:
+
+==========================================  =========================  ================================
+variant                                     32 px (3 stages)           96 px (4 stages)
+==========================================  =========================  ================================
+paper, conv, resnet, conv_heads, maxpool    32 -> 15 -> 6 -> 2         96 -> 47 -> 22 -> 10 -> 4
+kernel3                                     32 -> 15 -> 7 -> 3         96 -> 47 -> 23 -> 11 -> 5
+==========================================  =========================  ================================
+
+* ``maxpool`` pads 1 pixel right/bottom before its stride-1 conv (models/blocks.py), which gives
+  the strided conv's chain for every n and k: only the down/up operation differs from the paper,
+  not the bottleneck or the head sizes.
+* ``kernel3`` changes only the kernel (stride 2, no padding, same stages and widths), but with
+  those fixed the chain cannot match kernel 4: a k3 stage gives floor((n - 1) / 2), a k4 stage
+  floor((n - 2) / 2), which differ for every odd n.  So kernel3 also has a larger bottleneck
+  (3x3 vs 2x2 at 32 px, 5x5 vs 4x4 at 96 px) and larger fc heads (mu + logvar + decoder Linear,
+  3 * D * C * h * w weights + biases): 887,296 vs 394,496 parameters at 32 px with default widths
+  (x2.25), 443,776 vs 197,376 with widths [32, 64, 128], and 39,336,448 vs 25,176,064 at 96 px
+  (x1.56).  Its conv stages are smaller (9 vs 16 weights per kernel), so the total can go either
+  way (32 px default widths: 1,629,827 vs 1,713,155).
+* The bottleneck must be at least 2x2 (``MIN_BOTTLENECK``): a 1x1 map decodes to flat images.
+  An image too small for the stages is a ConfigError on ``widths`` when the model is built, which
+  ``bench plan`` does for every run.
 """
 from typing import Literal
 
@@ -27,6 +53,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.errors import ConfigError
 from models import MODELS, VAEOutput
 from models.blocks import Down, DownStage, ResBlock, Up, UpStage, down_size
+
+# Smallest bottleneck side accepted: a 1x1 map carries no spatial layout, and nearest upsampling
+# turns it into a constant map, so every decoded image would be flat.
+MIN_BOTTLENECK = 2
 
 Block = Literal["plain", "resnet"]
 Heads = Literal["fc", "conv"]
@@ -62,24 +92,20 @@ class ConvVAE(nn.Module):
         widths = list(widths)                        # never keep (or mutate) the caller's list
         _check(name, image_size=image_size, latent_dim=latent_dim, widths=widths, kernel=kernel,
                down=down, up=up, block=block, heads=heads)
-        sizes = [image_size]                         # spatial side after each encoder stage
+        # spatial side after each encoder stage; the same for down='stride' and 'maxpool', so the
+        # decoder (deconv or upsample) mirrors it exactly
+        sizes = [image_size]
         for _ in widths:
             sizes.append(down_size(sizes[-1], kernel, down))
-            if sizes[-1] < 1:
+            if sizes[-1] < MIN_BOTTLENECK:
                 raise ConfigError(
                     f"model {name!r}: image_size {image_size} too small for {len(widths)} stages of "
-                    f"kernel {kernel}{' + maxpool' if down == 'maxpool' else ''} (spatial size "
-                    f"reaches 0 at stage {len(sizes) - 1}); use fewer widths", key="widths")
-        # The decoder's sizes: a transposed conv inverts only a *strided* conv's size arithmetic, so
-        # with up='deconv' the decoder mirrors the stride chain (identical to ``sizes`` unless
-        # down='maxpool'); nearest upsampling can hit any size, so it mirrors the encoder itself.
-        dsizes = sizes
-        if up == "deconv" and down != "stride":
-            dsizes = [image_size]
-            for _ in widths:
-                dsizes.append(down_size(dsizes[-1], kernel, "stride"))
-        self.image_size, self.latent_dim, self.sizes, self.dec_sizes = image_size, latent_dim, sizes, dsizes
-        c, s, ds = widths[-1], sizes[-1], dsizes[-1]  # final feature map (c, s, s); decoder starts at ds
+                    f"kernel {kernel} (spatial chain {' -> '.join(map(str, sizes))}; the bottleneck "
+                    f"must be at least {MIN_BOTTLENECK}x{MIN_BOTTLENECK}); use fewer widths",
+                    key="widths")
+        self.image_size, self.latent_dim, self.sizes = image_size, latent_dim, sizes
+        self.widths = tuple(widths)
+        c, s = widths[-1], sizes[-1]                 # bottleneck: the final feature map (c, s, s)
         resnet = block == "resnet"
         act = dict(norm=norm, slope=slope)
 
@@ -94,7 +120,7 @@ class ConvVAE(nn.Module):
         if heads == "fc":
             self.to_mu = nn.Linear(c * s * s, latent_dim)
             self.to_logvar = nn.Linear(c * s * s, latent_dim)
-            self.from_z = nn.Sequential(nn.Linear(latent_dim, c * ds * ds), nn.Unflatten(1, (c, ds, ds)))
+            self.from_z = nn.Sequential(nn.Linear(latent_dim, c * s * s), nn.Unflatten(1, (c, s, s)))
         else:
             if latent_dim % (s * s):
                 lo = max(s * s, latent_dim // (s * s) * s * s)
@@ -105,25 +131,28 @@ class ConvVAE(nn.Module):
             cz = latent_dim // (s * s)
             self.to_stats = nn.Conv2d(c, 2 * cz, 1)  # mu and logvar channels
             self.from_z = nn.Sequential(nn.Unflatten(1, (cz, s, s)), nn.Conv2d(cz, c, 1, bias=not norm))
-            if ds != s:                              # maxpool encoder + deconv decoder only
-                self.from_z.append(nn.Upsample(size=(ds, ds), mode="nearest"))
         if norm:
             self.from_z.append(nn.BatchNorm2d(c))
         self.from_z.append(nn.LeakyReLU(slope))
         self.heads = heads
 
-        # -- decoder: mirror of the encoder (sizes ``dec_sizes``); the last stage is the bare output
+        # -- decoder: mirror of the encoder (sizes ``sizes`` reversed); the last stage is the bare output
         #    conv (3 channels), followed by the sigmoid in ``decode``
         dec = []
         for i in reversed(range(len(widths))):
             c_out = chans[i]
             dec.append(nn.Sequential(
                 *([ResBlock(chans[i + 1], **act)] if resnet else []),
-                UpStage(chans[i + 1], c_out, kernel=kernel, mode=up, in_size=dsizes[i + 1],
-                        out_size=dsizes[i], final=i == 0, **act)))
+                UpStage(chans[i + 1], c_out, kernel=kernel, mode=up, in_size=sizes[i + 1],
+                        out_size=sizes[i], final=i == 0, **act)))
         self.decoder = nn.Sequential(*dec)
 
     # -- API ---------------------------------------------------------------------------------
+    @property
+    def bottleneck(self) -> tuple[int, int, int]:
+        """(C, h, w) of the final encoder feature map, the input of the latent heads."""
+        return self.widths[-1], self.sizes[-1], self.sizes[-1]
+
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's feature maps after each stage, [(B, widths[i], s_i, s_i), ...]."""
         feats = []
@@ -210,14 +239,23 @@ def resnet(image_size: int, latent_dim: int | None = None, widths: list[int] | N
 
 @MODELS.register("maxpool")
 def maxpool(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
-    """Stride-1 conv + 2x2 max-pool down, nearest upsample + stride-1 conv up (vs strided convs)."""
+    """Stride-1 conv + 2x2 max-pool down, nearest upsample + stride-1 conv up (vs strided convs).
+
+    Same spatial chain, bottleneck and head sizes as ``paper`` (1-pixel right/bottom pad before
+    each stride-1 conv): 32 -> 15 -> 6 -> 2, 96 -> 47 -> 22 -> 10 -> 4.
+    """
     return ConvVAE(**_sized(image_size, latent_dim, widths), down="maxpool", up="upsample",
                    name="maxpool")
 
 
 @MODELS.register("kernel3")
 def kernel3(image_size: int, latent_dim: int | None = None, widths: list[int] | None = None) -> ConvVAE:
-    """Paper baseline with 3x3 kernels (padding 1) instead of 4x4 (padding 0)."""
+    """Paper baseline with 3x3 kernels instead of 4x4 (still stride 2, no padding).
+
+    Not matched exactly: the bottleneck is larger (32 -> 15 -> 7 -> 3 vs paper's 2x2;
+    96 -> 47 -> 23 -> 11 -> 5 vs 4x4), so the fc heads are x2.25 (32 px) / x1.56 (96 px) larger,
+    e.g. 887,296 vs 394,496 head parameters at 32 px, default widths.
+    """
     return ConvVAE(**_sized(image_size, latent_dim, widths), kernel=3, name="kernel3")
 
 
