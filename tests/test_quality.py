@@ -32,6 +32,25 @@ def checkerboard(side: int) -> torch.Tensor:
     return ((i.view(-1, 1) + i.view(1, -1)) % 2).float().mul(2).sub(1)          # +-1
 
 
+def natural_images(n: int = 16, side: int = 32, seed: int = 0) -> torch.Tensor:
+    """Natural-like images in [0, 1]: 1/f amplitude spectrum (power ~ 1/f^2, like photographs),
+    correlated colour channels, luma std about 0.2, a random tint per image."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.fft.fftfreq(side)
+    r = (f.view(-1, 1) ** 2 + f.view(1, -1) ** 2).sqrt()
+    amp = torch.where(r > 0, 1 / r.clamp_min(1e-9), torch.zeros_like(r))
+    mix = torch.tensor([[1.0, 0.8, 0.6], [0.8, 1.0, 0.8], [0.6, 0.8, 1.0]])
+    noise = torch.einsum("ij,njhw->nihw", mix, torch.randn(n, 3, side, side, generator=g))
+    img = torch.fft.ifft2(torch.fft.fft2(noise) * amp).real
+    img = img / img.flatten(1).std(1).view(-1, 1, 1, 1)
+    return (0.5 + 0.2 * img + 0.1 * torch.randn(n, 3, 1, 1, generator=g)).clamp(0, 1)
+
+
+def flat_like(x: torch.Tensor) -> torch.Tensor:
+    """Each image replaced by its mean colour (a constant image)."""
+    return x.mean((2, 3), keepdim=True).expand_as(x).contiguous()
+
+
 def blur(x: torch.Tensor) -> torch.Tensor:
     k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
     k = (k.view(-1, 1) * k.view(1, -1) / 256).expand(3, 1, 5, 5)
@@ -97,7 +116,103 @@ def test_saturation_of_gray_is_zero_and_of_pure_colour_is_one():
     assert q.mean_saturation(torch.zeros(1, 3, 4, 4)) == 0          # black: max = 0, no NaN
 
 
+# --------------------------------------------------------------------------- colour per image (C3)
+
+def test_lab_matches_reference_values():
+    """sRGB primaries and neutrals against published CIELAB (D65) values."""
+    rgb = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 0, 0], [0.5, 0.5, 0.5]])
+    lab = q.srgb_to_lab(rgb.T.reshape(1, 3, 6, 1))[0, :, :, 0].T
+    ref = torch.tensor([[53.24, 80.09, 67.20], [87.73, -86.18, 83.18], [32.30, 79.19, -107.86],
+                        [100.0, 0, 0], [0, 0, 0], [53.39, 0, 0]])
+    assert torch.allclose(lab, ref, atol=0.01), lab
+
+
+def test_per_image_colour_errors_are_zero_for_identical_images():
+    x = smooth_images(8)
+    assert q.pooled_colour_error(x, x).shape == (8,) and q.chroma_error(x, x).shape == (8,)
+    assert torch.all(q.pooled_colour_error(x, x) == 0)
+    assert torch.allclose(q.chroma_error(x, x), torch.zeros(8), atol=1e-4)
+    assert torch.allclose(q.chroma_error(q.to_uint8(x), q.as_float(q.to_uint8(x))), torch.zeros(8), atol=1e-4)
+
+
+def test_pooled_colour_error_is_per_channel_mse_of_the_pooled_images():
+    x, y = smooth_images(4, seed=0), smooth_images(4, seed=1)
+    px, py = F.adaptive_avg_pool2d(x, 3), F.adaptive_avg_pool2d(y, 3)
+    assert torch.allclose(q.pooled_colour_error(x, y), ((px - py) ** 2).mean((1, 2, 3)))
+    one = q.pooled_colour_error(x, y, pool=1)                       # pool 1: error of the mean colours
+    assert torch.allclose(one, ((x.mean((2, 3)) - y.mean((2, 3))) ** 2).mean(1), atol=1e-7)
+    # coarse colour only: blur leaves it ~unchanged, swapping R and B does not
+    assert q.pooled_colour_error(x, blur(x)).max() < 1e-3 < q.pooled_colour_error(x, x[:, [2, 1, 0]]).min()
+
+
+def test_chroma_error_sees_hue_not_lightness():
+    """Swapping R and B (same per-set mean/std of channels, wrong colours per image) is a large
+    a*b* error; a 2% lightness change is below a just-noticeable difference (Delta E ~ 2.3)."""
+    x = smooth_images(16)
+    swapped, lighter = x[:, [2, 1, 0]], (x * 1.02).clamp(0, 1)
+    hue, light = q.chroma_error(x, swapped).mean(), q.chroma_error(x, lighter).mean()
+    assert hue > 20 and light < 1.0, (hue, light)
+    assert q.chroma_error(x, sepia(x, 0.9)).mean() > 10 * light
+
+
+def test_saturation_ratio_of_grayscale_images_is_far_below_one():
+    x = smooth_images(16)
+    gray = q.grayscale(x).unsqueeze(1).expand_as(x)
+    assert q.saturation_ratio(x, x) == pytest.approx(1)
+    assert q.saturation_ratio(gray, x) < 0.01
+    assert q.saturation_ratio(sepia(x, 0.9), x) < 0.7
+    s_x, s_g = q.SetStats().update(x[:8]).update(x[8:]), q.SetStats().update(gray)   # streams
+    assert q.saturation_ratio(s_g, s_x) == pytest.approx(q.saturation_ratio(gray, x))
+
+
 # --------------------------------------------------------------------------- spectra / artifacts (C4)
+
+# The checkerboard score used to be ln(fraction of AC energy on the Nyquist lines, gen / real):
+# blurring removes that energy, so blurred sets scored about -3 and flat ones about -23, "better"
+# than real images.  It now compares each image's line power with its own neighbouring
+# frequencies and counts only excess (module doc), so the tests below assert blur and flat ~ 0;
+# both fail on the old definition (-3 and -23).  The bound 0.1 (10% excess line power): a
+# blurred or flat set scores minus the real set's own mean excess, 0.002-0.035 for these images,
+# while a +-0.03 checkerboard scores > 1.
+
+@pytest.mark.parametrize("side", [32, 96])
+def test_checkerboard_score_does_not_reward_blurred_or_flat_images(side):
+    n = 32 if side == 32 else 8
+    real, gen = natural_images(n, side, seed=0), natural_images(n, side, seed=1)
+    box = F.interpolate(F.avg_pool2d(gen, 2), scale_factor=2, mode="nearest")   # a null at Nyquist
+    assert q.checkerboard_score(real, real) == 0
+    assert abs(q.checkerboard_score(gen, real)) < 0.1
+    for name, x in {"blur": blur(gen), "blur x2": blur(blur(gen)), "box 2x2": box, "flat": flat_like(gen),
+                    "flat uint8": q.to_uint8(flat_like(gen)), "blur uint8": q.to_uint8(blur(gen))}.items():
+        assert abs(q.checkerboard_score(x, real)) < 0.1, name
+
+
+@pytest.mark.parametrize("side", [32, 96])
+def test_checkerboard_score_flags_a_checkerboard_injected_into_blurred_or_flat_images(side):
+    n = 32 if side == 32 else 8
+    real, gen = natural_images(n, side, seed=0), natural_images(n, side, seed=1)
+    # natural images carry their own power near Nyquist, which the line mean dilutes the pattern into
+    for x, least in ((gen, 0.5), (blur(gen), 3.0), (flat_like(gen), 3.0)):
+        art = (x + 0.03 * checkerboard(side)).clamp(0, 1)
+        assert q.checkerboard_score(art, real) > least
+        assert q.checkerboard_score(art, real) > q.checkerboard_score(x, real) + least
+    weak = (blur(gen) + 0.005 * checkerboard(side)).clamp(0, 1)          # ~1 grey level, on a blurry set
+    assert q.checkerboard_score(weak, real) > 1.0
+
+
+def test_checkerboard_excess_is_per_image_and_streams():
+    x = natural_images(12, 32, seed=2)
+    e = q.checkerboard_excess(x)
+    assert e.shape == (12,) and (e >= 0).all()
+    assert torch.all(q.checkerboard_excess(flat_like(x)) == 0)
+    s = q.SetStats()
+    for i in range(0, 12, 5):
+        s.update(x[i:i + 5])
+    assert s.checkerboard() == pytest.approx(float(e.mean()), rel=1e-6)
+    near = q.checkerboard_neighbour_mask(32, 32, "cpu")
+    assert near[14, 3] and near[15, 0] and near[17, 5] and near[3, 14] and not near[16, 3] and not near[0, 0]
+    assert not (near & q.checkerboard_mask(32, 32, "cpu")).any()
+
 
 @pytest.mark.parametrize("side", [32, 96])
 def test_checkerboard_score_increases_with_added_checkerboard(side):
@@ -105,7 +220,7 @@ def test_checkerboard_score_increases_with_added_checkerboard(side):
     real, gen = smooth_images(n, side, seed=0), smooth_images(n, side, seed=1)
     cb = (gen + 0.05 * checkerboard(side)).clamp(0, 1)
     clean = q.checkerboard_score(gen, real)
-    assert abs(clean) < 1.0
+    assert abs(clean) < 0.1
     assert q.checkerboard_score(cb, real) > clean + 1.0
 
 
@@ -115,6 +230,7 @@ def test_checkerboard_quarter_mask_sees_period_four_pattern():
     p4 = torch.cos(torch.pi / 2 * i).view(1, -1).expand(32, 32)         # period 4 along x
     art = (gen + 0.05 * p4).clamp(0, 1)
     assert q.checkerboard_score(art, real, quarter=True) > q.checkerboard_score(gen, real, quarter=True) + 0.5
+    assert abs(q.checkerboard_score(blur(gen), real, quarter=True)) < 0.1
 
 
 def test_spectral_distance_zero_for_same_set_and_grows_with_high_frequency_noise():
@@ -135,6 +251,50 @@ def test_sharpness_ratio_below_one_for_blurred_images():
     assert q.sharpness_ratio(x, x) == pytest.approx(1)
     assert q.sharpness_ratio(blur(x), x) < 0.5
     assert q.sharpness_ratio(blur(blur(x)), x) < q.sharpness_ratio(blur(x), x)
+
+
+# --------------------------------------------------------------------------- degenerate outputs
+
+def test_spatial_std_is_the_luma_std_and_zero_for_flat_images():
+    x = natural_images(6)
+    assert torch.allclose(q.spatial_std(x), q.grayscale(x).flatten(1).std(1, unbiased=False))
+    assert torch.all(q.spatial_std(flat_like(x)) < 1e-6)
+
+
+def test_healthy_and_blurred_sets_are_not_degenerate():
+    real, gen = natural_images(32, 32, 0), natural_images(32, 32, 1)
+    for x in (gen, blur(gen), blur(blur(gen)), q.to_uint8(gen)):
+        d = q.degeneracy(x, real)
+        assert d["flat_fraction"] == 0 and d["diversity_ratio"] > 0.5, d
+        assert q.is_degenerate(d) is None
+    assert q.is_degenerate(q.degeneracy(gen)) is None                # no real set: absolute thresholds
+
+
+def test_flat_outputs_are_flagged():
+    real, gen = natural_images(32, 32, 0), natural_images(32, 32, 1)
+    d = q.degeneracy(flat_like(gen), real)
+    assert d["flat_fraction"] == 1 and d["diversity_ratio"] > 0.1      # flat but all different colours
+    assert "100% of images are flat" in q.is_degenerate(d)
+    assert "flat" in q.is_degenerate(q.degeneracy(flat_like(gen)))
+    half = torch.cat([flat_like(gen[:16]), gen[16:]])
+    quarter = torch.cat([flat_like(gen[:8]), gen[8:]])
+    assert "50% of images are flat" in q.is_degenerate(q.degeneracy(half, real))
+    assert q.is_degenerate(q.degeneracy(quarter, real)) is None        # a few flat images: still a model
+    faint = gen.mean((2, 3), keepdim=True) + 0.002 * (gen - gen.mean((2, 3), keepdim=True))
+    assert q.degeneracy(faint, real)["flat_fraction"] == 1             # < 2% of real's median std
+
+
+def test_identical_outputs_are_flagged():
+    real, gen = natural_images(32, 32, 0), natural_images(32, 32, 1)
+    mean_image = real.mean(0, keepdim=True).expand(32, -1, -1, -1)      # a collapsed decoder
+    jitter = 1e-3 * torch.randn(mean_image.shape, generator=torch.Generator().manual_seed(0))
+    for x in (mean_image, mean_image + jitter, gen[:1].expand(32, -1, -1, -1)):
+        d = q.degeneracy(x, real)
+        assert d["flat_fraction"] == 0 and d["diversity_ratio"] < 0.01, d
+        assert "identical" in q.is_degenerate(d)
+    assert "identical" in q.is_degenerate(q.degeneracy(mean_image))
+    with pytest.raises(ValueError, match="at least 2"):
+        q.degeneracy(gen[:1])
 
 
 # --------------------------------------------------------------------------- latent
