@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,table,list}``.
+"""Command line: ``python -m bench {run,plan,table,score,list,weights,data}``.
 
 Known user errors (BenchError) become one line on stderr and exit code 2; nothing is written
 before an ablation file has been fully validated.
@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fail unless these weight-dependent metrics can be computed")
     p = sub.add_parser("table", help="(re)write results/<ablation>/ tables from finished runs")
     _add_common(p)
+    p = sub.add_parser("score", help="re-score finished runs from their checkpoints (no retraining), "
+                                     "then rewrite the tables")
+    _add_common(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
     sub.add_parser("list", help="list registered models, losses and data sources")
     from bench import weights
     weights.add_parser(sub)
@@ -50,22 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_plan(args) -> int:
     from bench import config, store
-    from bench.train import build_model
-    from losses import Objective
-
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
     _require(args)
-    built = {}
-    for run in runs:  # build every distinct model/objective once on the CPU: mistakes show now
-        key = (str(run.model), str(run.loss))
-        if key not in built:
-            model = build_model(run, _cpu())
-            try:
-                Objective.from_config(run.loss)
-            except WeightsError as exc:
-                raise WeightsError(f"{spec.source}: arms.{run.arm}.loss: {exc}") from None
-            built[key] = sum(p.numel() for p in model.parameters())
+    built = _build_all(spec, runs)
     print(f"{spec.name}: {len(runs)} runs = {len(spec.arms)} arms x {len(spec.datasets)} datasets x "
           f"{len(spec.seeds)} seeds  ({spec.question})")
     for run in runs:
@@ -76,6 +68,30 @@ def cmd_plan(args) -> int:
         print(f"  {str(run.rel_dir):<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
               f"{losses}, {run.train['steps']} steps x {run.train['batch_size']}")
     return 0
+
+
+def _build_all(spec, runs) -> dict:
+    """Build every distinct model and objective once on the CPU, so every mistake shows before training.
+    Returns {(model, loss): parameter count}."""
+    from bench.errors import ConfigError
+    from bench.runtime import build_model
+    from losses import Objective
+
+    built = {}
+    for run in runs:
+        key = (str(run.model), str(run.loss))
+        if key not in built:
+            try:
+                model = build_model(run, _cpu())
+            except ConfigError as exc:
+                where = "defaults.model" if not spec.arms[run.arm].model else f"arms.{run.arm}.model"
+                raise ConfigError(f"{spec.source}: {where}.{exc.key or 'name'} ({run.dataset}): {exc.message}") from None
+            try:
+                Objective.from_config(run.loss)
+            except WeightsError as exc:
+                raise WeightsError(f"{spec.source}: arms.{run.arm}.loss: {exc}") from None
+            built[key] = sum(p.numel() for p in model.parameters())
+    return built
 
 
 def _require(args) -> None:
@@ -98,6 +114,7 @@ def cmd_run(args) -> int:
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
     _require(args)
+    _build_all(spec, runs)
     # fail before any training if a dataset is missing (decoded once, then cached)
     checked = set()
     for run in runs:
@@ -107,18 +124,40 @@ def cmd_run(args) -> int:
             for role in ("train", "test"):
                 data.load(data.DataSpec(**run.data), role)
     summary = runners.run_local(spec, runs, args.runs_dir, progress=not args.no_progress)
-    path = tables.write_tables(spec, runs, args.runs_dir, args.results_dir)
+    path = _write_tables(spec, runs, args)
     runners.say(f"{len(summary.trained)} trained, {len(summary.skipped)} skipped, "
                 f"{len(summary.diverged)} diverged, {len(summary.failed)} failed -> {path}")
     return 1 if summary.failed else 0
 
 
+def _write_tables(spec, runs, args) -> Path:
+    """Tables under results/<name>/, or results/<name>~trial-<hash>/ when --set changed the experiment."""
+    from bench import config, runners, tables
+
+    name, as_written = config.results_name(spec)
+    if not as_written:
+        runners.say(f"note: --set {' '.join(config.experiment_overrides(spec.overrides))} changes the "
+                    f"experiment: results go to {args.results_dir / name} (a trial; CLAIMS.md ignores it)")
+    return tables.write_tables(spec, runs, args.runs_dir, args.results_dir, results_name=name,
+                               as_written=as_written)
+
+
 def cmd_table(args) -> int:
-    from bench import config, tables
+    from bench import config
 
     spec = config.load(args.file, args.overrides)
-    path = tables.write_tables(spec, config.expand(spec), args.runs_dir, args.results_dir)
-    print(path)
+    print(_write_tables(spec, config.expand(spec), args))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from bench import config, runners
+
+    spec = config.load(args.file, args.overrides)
+    runs = config.expand(spec)
+    summary = runners.rescore(runs, args.runs_dir, progress=not args.no_progress)
+    path = _write_tables(spec, runs, args)
+    runners.say(f"{len(summary.trained)} re-scored, {len(summary.skipped)} not finished -> {path}")
     return 0
 
 
@@ -151,7 +190,8 @@ def _weights_cli(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "list": cmd_list, "data": cmd_data,
+        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "score": cmd_score, "list": cmd_list,
+                "data": cmd_data,
                 "weights": _weights_cli}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)

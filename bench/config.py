@@ -148,6 +148,11 @@ class EvalSpec(_Strict):
     sheet: int = pydantic.Field(64, ge=4)              # images per PNG sheet
     fidelity: pydantic.StrictBool = True               # FID/KID/LPIPS (pretrained networks)
     n_fid: int | None = pydantic.Field(None, ge=2)     # cap on images for FID/KID/LPIPS (None = all scored)
+    kid_subset: int | None = pydantic.Field(None, ge=2)  # KID subset size (None: n_fid // 2, at most 1000)
+    fid_recon: pydantic.StrictBool = True              # also FID of reconstructions vs their originals
+    # Score every arm on the held-out images of these classes (e.g. [horse, bird] for C10, so the
+    # full-data arm and the horse+bird arm meet on the same images); None = the run's own test set.
+    classes: list[str] | None = None
 
 
 class ArmSpec(_Strict):
@@ -467,12 +472,30 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
                               lambda k: (("arms", arm_name, "train") + k, ("defaults", "train") + k))
             ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval),
                            lambda k: (("arms", arm_name, "eval") + k, ("defaults", "eval") + k))
+            if ev["classes"] is not None:
+                _check_eval_classes(ev["classes"], ds, lambda k: (("arms", arm_name, "eval") + k,
+                                                                  ("defaults", "eval") + k))
             data_dump = {**ds.model_dump(), **ds.source_args()}   # source args completed with defaults
             for seed in spec.seeds:
                 run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
                               train, ev, data_dump)
                 runs.append(RunSpec(**{**run.__dict__, "hash8": run_hash(run)}))
     return runs
+
+
+def _check_eval_classes(classes: list[str], ds, candidates) -> None:
+    """eval.classes must be known to the dataset and, for a class-subset arm, inside its subset."""
+    from bench import data as data_mod
+
+    if not classes or len(set(classes)) != len(classes):
+        raise _RunError("must name distinct classes (or be omitted)", *candidates(("classes",)))
+    try:
+        if ds.source in data_mod.KNOWN_CLASSES:
+            data_mod._check_classes(classes, data_mod.KNOWN_CLASSES[ds.source])
+        if ds.classes is not None:
+            data_mod._check_classes(classes, ds.classes)
+    except ConfigError as exc:
+        raise _RunError(exc.message, *candidates(("classes",))) from None
 
 
 def _validate(model: type[_Strict], raw: dict, candidates) -> dict:
@@ -487,10 +510,37 @@ def _validate(model: type[_Strict], raw: dict, candidates) -> dict:
         raise _RunError(msg, *candidates(loc)) from None
 
 
+# Train settings that do not change the trained weights: where the run happens and how often it
+# logs/checkpoints.  Neither they nor ``eval`` are part of a run's identity, so moving a run to
+# another device or re-scoring it with another protocol never retrains it.
+_NOT_IDENTITY = {"device", "log_every", "ckpt_every"}
+
+
+# --set keys that say where things are or run, not what the experiment is
+_LOCATION_KEY = re.compile(r"^(data\.[^.]+\.(root|path|download)|(defaults|arms\.[^.]+)\.train\.device)$")
+
+
+def experiment_overrides(overrides: list[str]) -> list[str]:
+    """The --set overrides that change the experiment (anything but data locations and the device)."""
+    return [o for o in overrides if not _LOCATION_KEY.match(o.split("=", 1)[0].strip())]
+
+
+def results_name(spec: AblationSpec) -> tuple[str, bool]:
+    """(results folder name, as_written): overrides that change the experiment write a trial folder
+    ``<name>~trial-<hash6>`` so a throwaway run never replaces the committed results."""
+    changed = experiment_overrides(spec.overrides)
+    if not changed:
+        return spec.name, True
+    digest = hashlib.sha256("\n".join(sorted(changed)).encode()).hexdigest()[:6]
+    return f"{spec.name}~trial-{digest}", False
+
+
 def run_hash(run: RunSpec) -> str:
-    """sha256 of the resolved config minus seed, names and paths (editing an arm retrains only it)."""
+    """sha256 of what changes the trained weights: model, loss, data (minus paths), train settings
+    (minus ``_NOT_IDENTITY``); not the seed (it is in the directory name), not ``eval``."""
     data = {k: v for k, v in run.data.items() if k not in _PATH_KEYS}
-    payload = {"model": run.model, "loss": run.loss, "train": run.train, "eval": run.eval, "data": data}
+    train = {k: v for k, v in run.train.items() if k not in _NOT_IDENTITY}
+    payload = {"model": run.model, "loss": run.loss, "train": train, "data": data}
     blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

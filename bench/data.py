@@ -10,15 +10,15 @@ Order of operations in ``load`` (each step deterministic):
 
 1. read the split (``holdout > 0`` and no test split: carve a held-out fraction of train, below);
 2. class subset by name (labels re-indexed into ``spec.classes`` order);
-3. ``limit_*``: the first N of a fixed permutation (seed 0), kept in original order, so subsets
-   are roughly class-balanced and a smaller limit is a subset of a larger one;
+3. ``limit_*``: a class-stratified sample of N (``bench.subsets.stratified``, seed 0), kept in
+   original order;
 4. resize to ``resolution`` x ``resolution`` (antialiased bilinear) if the size differs;
 5. write the cache (atomic).
 
 ``holdout``: when > 0 and the source has no test split (e.g. ``stl10-png`` has only ``train/``),
-a fixed permutation (seed 0) of the train split is cut: the first ``round(N * holdout)`` images
-become the test set and the rest the train set.  When the test split exists, ``holdout`` is
-ignored.
+a class-stratified held-out set is carved from the train split (``holdout_indices``: the same
+fraction of every class, fixed permutation with seed 0, before any class subset), and the rest
+is the train set.  When the test split exists, ``holdout`` is ignored.
 """
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ import torch.nn.functional as F
 
 from bench.errors import ConfigError, DataError
 from bench.registry import Registry
+from bench.subsets import stratified
 
 SOURCES = Registry("data source")
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 SHAPE_KINDS = ["circle", "square", "triangle", "ring", "star"]
@@ -199,37 +200,97 @@ def _shape_sdf(kind: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return 0.45 + 0.55 * ((torch.cos(5 * phi) + 1) / 2) ** 2 - rho
 
 
-def _render_shapes(kind: torch.Tensor, params: dict[str, torch.Tensor], noise: torch.Tensor,
+_SHAPE_LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights, to keep objects visible
+# chroma offsets of the background's two low-frequency colour fields: red-green, yellow-blue
+_SHAPE_CHROMA = ((0.035, -0.035, 0.0), (0.0175, 0.0175, -0.035))
+_SHAPE_TEXTURES = 4  # object surfaces: stripes, checks, spots, pink noise
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """(n,) hue, saturation, value in [0, 1] -> (n, 3) RGB in [0, 1]."""
+    k = (torch.tensor([5.0, 3.0, 1.0]) + 6 * h.unsqueeze(1)) % 6
+    return v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def _pink_noise(white: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """(n, c, S, S) white noise -> fields with amplitude spectrum ~ 1/f**exponent ((n, c) each),
+    zero mean and unit standard deviation per field (power spectrum ~ 1/f**(2 * exponent))."""
+    size = white.shape[-1]
+    fy, fx = torch.fft.fftfreq(size).view(size, 1), torch.fft.rfftfreq(size).view(1, -1)
+    f = torch.sqrt(fx * fx + fy * fy) * size  # (S, S//2 + 1) cycles per image
+    f[0, 0] = 1.0
+    gain = f ** -exponent.unsqueeze(-1).unsqueeze(-1)
+    gain[..., 0, 0] = 0.0  # no DC: the colour comes from the palette, not the noise
+    x = torch.fft.irfft2(torch.fft.rfft2(white) * gain, s=(size, size))
+    return x / x.square().mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-8)  # mean is 0
+
+
+def _render_shapes(kind: torch.Tensor, params: dict[str, torch.Tensor], white: torch.Tensor,
                    size: int) -> torch.Tensor:
-    """Render one chunk of shape images; returns (n, 3, S, S) float in [0, 1]."""
+    """Render one chunk of shape images; ``white`` is (n, 4, S, S) N(0, 1) noise.
+
+    Returns (n, 3, S, S) float in [0, 1]: a lit, textured object over a pink-noise background.
+    """
     n = len(kind)
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     yy, xx = coords.view(1, size, 1), coords.view(1, 1, size)  # broadcast to (n, S, S)
-    p = {k: v.view(n, 1, 1) if v.dim() == 1 else v for k, v in params.items()}
+    p = {k: v.view(n, 1, 1) for k, v in params.items() if v.dim() == 1}
+    fields = _pink_noise(white, params["exponent"])  # (n, 4, S, S): bg luma, 2 x bg chroma, object
 
-    # background: solid colour, or a linear gradient between two colours at a random angle
+    # background: gradient between two related colours, 1/f luma texture, slow chroma drift
     t = (xx - 0.5) * torch.cos(p["angle"]) + (yy - 0.5) * torch.sin(p["angle"])
-    t = (t * 1.4143 + 0.5).clamp(0, 1) * p["gradient"]  # gradient = 0 -> solid
-    bg = torch.lerp(params["bg1"].view(n, 3, 1, 1), params["bg2"].view(n, 3, 1, 1), t.unsqueeze(1))
+    t = (t * 1.4143 + 0.5).clamp(0, 1).unsqueeze(1)
+    bg = torch.lerp(params["bg1"].view(n, 3, 1, 1), params["bg2"].view(n, 3, 1, 1), t)
+    bg = bg * (1 + p["bg_texture"].unsqueeze(1) * fields[:, :1])
+    bg = bg + torch.einsum("nkhw,kc->nchw", fields[:, 1:3], torch.tensor(_SHAPE_CHROMA))
 
-    # local coordinates in units of the shape radius, rotated
-    dx, dy = (xx - p["cx"]) / p["r"], (yy - p["cy"]) / p["r"]
+    # one light direction per image: it shades the object and casts a soft shadow behind it
+    lx, ly = torch.cos(p["light"]), torch.sin(p["light"])
+    dx, dy = (xx - p["cx"]) / p["r"], (yy - p["cy"]) / p["r"]  # radius units, unrotated
     c, s = torch.cos(p["rot"]), torch.sin(p["rot"])
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    d = torch.empty_like(u)
-    for k in range(len(SHAPE_KINDS)):  # approximate signed distance (> 0 inside), radius units
+    sdf = torch.empty(2, n, size, size)  # approximate signed distance (> 0 inside), radius units
+    for k in range(len(SHAPE_KINDS)):
         m = kind == k
         if m.any():
-            d[m] = _shape_sdf(k, u[m], v[m])
+            for i, shift in enumerate((0.0, 0.25)):  # the object, then its shadow (moved away)
+                ex, ey = dx[m] + shift * lx[m], dy[m] + shift * ly[m]
+                sdf[i, m] = _shape_sdf(k, c[m] * ex + s[m] * ey, -s[m] * ex + c[m] * ey)
+    d = sdf[0]
+    shadow = (sdf[1] * p["r"] / 0.05 + 0.5).clamp(0, 1)  # penumbra 5% of the image wide
+    bg = bg * (1 - 0.35 * shadow).unsqueeze(1)
+
+    # object surface: texture in its own rotated frame, lit side brighter, darker rim, highlight
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    w = 2 * np.pi * p["tex_freq"]
+    ca, sa = torch.cos(p["tex_angle"]), torch.sin(p["tex_angle"])
+    textures = torch.stack([
+        torch.sin(w * (u * ca + v * sa)),                                # stripes
+        torch.tanh(4 * torch.sin(w * u) * torch.sin(w * v)),            # soft checks
+        2 * (torch.cos(w * u) * torch.cos(w * v)).clamp_min(0) - 0.5,   # spots
+        fields[:, 3],                                                   # pink-noise grain
+    ], 1)  # (n, 4, S, S)
+    texture = textures.gather(1, params["tex_kind"].view(n, 1, 1, 1).expand(n, 1, size, size))
+    shade = (0.8 + 0.25 * (dx * lx + dy * ly).clamp(-1, 1)) * (1 - 0.3 * torch.exp(-d / 0.15))
+    fg = params["fg"].view(n, 3, 1, 1) * (1 + p["tex_amp"].unsqueeze(1) * texture)
+    fg = fg * shade.unsqueeze(1)
+    spot = (dx - 0.4 * lx) ** 2 + (dy - 0.4 * ly) ** 2
+    highlight = (p["gloss"] * torch.exp(-spot / 0.06)).unsqueeze(1)
+    fg = fg + highlight * (1 - fg)
     alpha = (d * p["r"] * size + 0.5).clamp(0, 1).unsqueeze(1)  # ~1 pixel antialiased edge
-    img = torch.lerp(bg, params["fg"].view(n, 3, 1, 1).expand_as(bg), alpha)
-    return img.add_(noise).clamp_(0, 1)
+    return torch.lerp(bg, fg, alpha).clamp_(0, 1)
 
 
 @SOURCES.register("shapes")
 def shapes(split: str, size: int = 32, n_train: int = 4000, n_test: int = 1000,
            seed: int = 0) -> RawSet:
-    """Embedded procedural dataset: coloured shapes on varied backgrounds (no files needed)."""
+    """Embedded procedural dataset (no files needed): one labelled object (SHAPE_KINDS) per image.
+
+    Built to have natural-image statistics rather than flat colour, so every reconstruction loss
+    has local structure to fit: a background of two related mid-tone colours blended along a
+    gradient, with 1/f ("pink") luma texture and slow chroma drift; the object in a contrasting
+    colour with a surface texture (stripes, checks, spots or pink grain), shaded by one light
+    per image (lit side, darker rim, optional highlight) and casting a soft shadow.
+    """
     if split not in ("train", "test"):
         raise MissingSplit(f"shapes: unknown split {split!r} (expected 'train' or 'test')")
     if size < 4:
@@ -238,28 +299,42 @@ def shapes(split: str, size: int = 32, n_train: int = 4000, n_test: int = 1000,
     # separate seed streams for train and test -> disjoint sets
     g = torch.Generator().manual_seed(seed * 1_000_003 + (1 if split == "train" else 2))
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=g)
+    def rand(*shape: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g)
 
     kind = torch.randint(len(SHAPE_KINDS), (n,), generator=g)
-    r = 0.15 + 0.2 * rand(n)
-    bg1 = rand(n, 3)
-    fg = rand(n, 3)
-    close = (fg - bg1).abs().mean(1, keepdim=True) < 0.3  # keep the shape visible
-    fg = torch.where(close, (fg + 0.5) % 1.0, fg)
+    r = rand(n, lo=0.2, hi=0.38)
+    # mid-tone palette (saturation and value away from 0 and 1, as in photographs): flat dark
+    # saturated channels give SSIM's luminance term vanishing gradients
+    hue = rand(n)
+    bg1 = _hsv_to_rgb(hue, rand(n, lo=0.1, hi=0.5), rand(n, lo=0.3, hi=0.8))
+    bg2 = _hsv_to_rgb((hue + rand(n, lo=-0.15, hi=0.15)) % 1, rand(n, lo=0.1, hi=0.5),
+                      rand(n, lo=0.25, hi=0.85))
+    fg = _hsv_to_rgb((hue + rand(n, lo=0.2, hi=0.8)) % 1, rand(n, lo=0.3, hi=0.75),
+                     rand(n, lo=0.35, hi=0.9))
+    luma = torch.tensor(_SHAPE_LUMA)
+    bg_luma = (bg1 + bg2) @ luma / 2
+    close = ((fg @ luma) - bg_luma).abs().unsqueeze(1) < 0.15  # keep the object visible
+    lifted = torch.where(bg_luma.unsqueeze(1) > 0.5, fg * 0.55, fg + (1 - fg) * 0.5)
+    fg = torch.where(close, lifted, fg)
     params = {
-        "r": r, "cx": r + (1 - 2 * r) * rand(n), "cy": r + (1 - 2 * r) * rand(n),
-        "rot": 2 * np.pi * rand(n), "angle": 2 * np.pi * rand(n),
-        "gradient": (rand(n) < 0.5).float(), "bg1": bg1,
-        "bg2": (bg1 + 0.6 * (rand(n, 3) - 0.5)).clamp(0, 1), "fg": fg,
+        "r": r, "cx": rand(n, lo=r, hi=1 - r), "cy": rand(n, lo=r, hi=1 - r),
+        "rot": rand(n, hi=2 * np.pi), "angle": rand(n, hi=2 * np.pi),
+        "light": rand(n, hi=2 * np.pi), "bg1": bg1, "bg2": bg2, "fg": fg,
+        "bg_texture": rand(n, lo=0.08, hi=0.25),
+        # amplitude exponents: bg luma ~1.0-1.5 (power ~1/f^2-1/f^3), chroma smooth, grain finer
+        "exponent": torch.stack([rand(n, lo=1.0, hi=1.5), torch.full((n,), 2.0),
+                                 torch.full((n,), 2.0), rand(n, lo=0.7, hi=1.2)], 1),
+        "tex_kind": torch.randint(_SHAPE_TEXTURES, (n,), generator=g),
+        "tex_amp": rand(n, lo=0.08, hi=0.25), "tex_freq": rand(n, lo=0.6, hi=1.4),  # per radius
+        "tex_angle": rand(n, hi=np.pi), "gloss": rand(n, hi=0.5),
     }
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)
     chunk = max(1, 2 ** 18 // (size * size))  # bounded memory at any resolution
     for i in range(0, n, chunk):
         j = min(n, i + chunk)
-        # no per-pixel grain: unrecoverable noise would dominate SSIM in flat regions
-        noise = torch.zeros(j - i, 1, size, size)
-        img = _render_shapes(kind[i:j], {k: v[i:j] for k, v in params.items()}, noise, size)
+        white = torch.randn(j - i, 4, size, size, generator=g)
+        img = _render_shapes(kind[i:j], {k: v[i:j] for k, v in params.items()}, white, size)
         out[i:j] = img.mul_(255).round_().to(torch.uint8)
     return RawSet(out, kind.to(torch.int64), list(SHAPE_KINDS))
 
@@ -511,8 +586,21 @@ def _subset(raw: RawSet, idx: torch.Tensor) -> RawSet:
     return RawSet(raw.images[idx], raw.labels[idx], raw.classes)
 
 
-def _fixed_perm(n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))
+def holdout_indices(labels: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Sorted indices of the held-out images: ``round(n_c * fraction)`` of every class c (at least
+    one per class with >= 2 images), each class in a fixed permutation (seed 0); unlabelled images
+    (label -1) are one more group.  The carve happens before any class subset, so an arm trained
+    on ``classes: [horse, bird]`` is scored on exactly the held-out horses and birds of the full set.
+    """
+    g = torch.Generator().manual_seed(0)
+    picked = []
+    for c in labels.unique(sorted=True):
+        members = (labels == c).nonzero().flatten()
+        k = round(len(members) * fraction)
+        if k == 0 and len(members) >= 2:
+            k = 1
+        picked.append(members[torch.randperm(len(members), generator=g)[:k]])
+    return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.int64)
 
 
 def _read_role(spec: DataSpec, args: dict[str, Any], role: str) -> RawSet:
@@ -525,10 +613,12 @@ def _read_role(spec: DataSpec, args: dict[str, Any], role: str) -> RawSet:
         test = factory(spec.test_split, **args)
     except MissingSplit:
         train = factory(spec.train_split, **args)
-        perm = _fixed_perm(len(train.images))
-        n_test = max(1, round(len(perm) * spec.holdout))
-        idx = perm[:n_test] if role == "test" else perm[n_test:]
-        return _subset(train, idx.sort().values)
+        test_idx = holdout_indices(train.labels, spec.holdout)
+        if role == "test":
+            return _subset(train, test_idx)
+        keep = torch.ones(len(train.labels), dtype=torch.bool)
+        keep[test_idx] = False
+        return _subset(train, keep.nonzero().flatten())
     return test if role == "test" else factory(spec.train_split, **args)
 
 
@@ -580,7 +670,7 @@ def load(spec: DataSpec, split_role: Literal["train", "test"], *, cache: bool = 
         remap[old] = torch.arange(len(old))
         raw = RawSet(raw.images[keep], remap[raw.labels[keep]], list(spec.classes))
     if limit is not None and limit < len(raw.images):
-        raw = _subset(raw, _fixed_perm(len(raw.images))[:limit].sort().values)
+        raw = _subset(raw, stratified(raw.labels, limit, seed=0).indices)
     images = resize(raw.images, spec.resolution).contiguous()
     name = f"{spec.source}:{split}"
     desc = (f"{name} {len(images)} images {spec.resolution}x{spec.resolution}"

@@ -32,8 +32,9 @@ def say(msg: str) -> None:
 
 def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True) -> dict:
     """Train + score one run; write metrics.json last. Returns the metrics document."""
+    from bench.runtime import resolve_device
     from bench.scoring import score
-    from bench.train import resolve_device, result_dict, train
+    from bench.train import result_dict, train
 
     store.write_yaml(run_dir / "config.yaml", run.resolved())
     env = store.environment(resolve_device(run.train["device"]))
@@ -41,7 +42,8 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True) -> dict:
     result = result_dict(train(run, run_dir, progress=progress))
     doc = {"status": result["status"], "run": run.resolved(), "train": result, "env": env}
     if result["status"] == "done":
-        doc["metrics"] = score(run, run_dir, result)
+        doc["metrics"] = score(run, run_dir, result, progress=say if progress else None)
+        doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval}
     else:
         doc["metrics"] = {}
     (run_dir / store.ERROR).unlink(missing_ok=True)
@@ -62,6 +64,10 @@ def run_local(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, *, progr
             if not ok:
                 say(f"{label}: locked by another process, skipped")
                 summary.busy.append(str(run.rel_dir))
+                continue
+            if store.is_finished(run_dir):      # finished by another process since the to-do list
+                say(f"{label}: finished by another process, skipped")
+                summary.skipped.append(str(run.rel_dir))
                 continue
             t0 = time.perf_counter()
             say(f"{label}: training {run.train['steps']} steps")
@@ -85,4 +91,34 @@ def run_local(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, *, progr
                 say(f"{label}: done in {dt:.0f}s — test SSIM {m['recon_ssim']['value']:.3f}, "
                     f"PSNR {m['recon_psnr']['value']:.2f} dB")
                 summary.trained.append(str(run.rel_dir))
+    return summary
+
+
+def rescore(runs: list[RunSpec], runs_root: Path, *, progress: bool = True) -> Summary:
+    """Re-score finished runs from their checkpoints with the evaluation settings of ``runs``
+    (evaluation is not part of a run's identity, so nothing retrains).  Each metrics.json is
+    replaced atomically; ``scored`` records the commit and eval settings that produced it."""
+    from bench.runtime import resolve_device
+    from bench.scoring import score
+
+    summary = Summary()
+    for i, run in enumerate(runs, 1):
+        run_dir = runs_root / run.rel_dir
+        label = f"[{i}/{len(runs)}] {run.rel_dir}"
+        if not store.is_finished(run_dir):
+            say(f"{label}: not finished, nothing to score")
+            summary.skipped.append(str(run.rel_dir))
+            continue
+        with store.run_lock(run_dir) as ok:
+            doc = store.read_json(run_dir / store.METRICS) if ok else None
+            if doc is None or doc.get("status") != "done":
+                summary.skipped.append(str(run.rel_dir))
+                continue
+            say(f"{label}: scoring")
+            doc["metrics"] = score(run, run_dir, doc["train"], progress=say if progress else None)
+            doc["run"]["eval"] = run.eval
+            env = store.environment(resolve_device(run.train["device"]))
+            doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval, "rescored": True}
+            store.write_json(run_dir / store.METRICS, doc)
+            summary.trained.append(str(run.rel_dir))
     return summary

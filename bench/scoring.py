@@ -1,53 +1,53 @@
 """The scoring pass over a finished run: ``score(run, run_dir, train_result) -> metrics``.
 
-Every metric is stored as a record carrying its protocol (keys: ``bench.metrics.CATALOGUE``)::
+Every metric is a record carrying its protocol (``bench.metrics.records``; keys:
+``bench.metrics.CATALOGUE``), including the identity of the images it was computed on.
 
-    {"value": 0.81, "n": 10000, "split": "test", "resolution": 32, "device": "cpu", "seed": 0, ...}
-    {"value": null, "unavailable": "Inception weights not found: ...", ...}
+Evaluation sets (``eval_sets``; all fixed, seeded, class-stratified — ``bench.subsets`` — and
+identical for every arm and seed of an ablation; never "the first n"):
 
-Protocol of the pass (one streaming pass per image set, nothing decoded twice):
+* **test** — ``eval.n_test`` held-out images (all if None) of the run's test split, restricted to
+  ``eval.classes`` when given (C10: every arm meets on the same held-out horses and birds).
+  Reconstructions decode the posterior mean (z = mu), so they are deterministic.
+* **train** — as many training images of the same classes, unaugmented: ``train_recon_mse`` and
+  ``recon_gap`` = test MSE - train MSE (C10).
+* **reference** — ``min(n_samples, n_test)`` images of the test set: the real side of every
+  sample metric (colour, saturation, sharpness, spectra, checkerboard).
+* **fid** — ``eval.n_fid`` images of the test set: the real side of FID/KID and the pairs of
+  recon FID / LPIPS / ST-LPIPS.  Prior samples are i.i.d., so the first ``n`` of them are a
+  random sample (z ~ N(0, I) from a generator seeded with ``run.seed + 2``).
 
-* **test pass** — the first ``eval.n_test`` test images (all if None), in order.  Reconstructions
-  decode the posterior mean (z = mu), so they are deterministic.  Gives recon MSE / PSNR / SSIM /
-  MS-SSIM, KL (+ per-dim KL), active units, recon colour / saturation / sharpness, and the
-  uint8 reconstructions for recon FID / LPIPS / ST-LPIPS.
-* **train pass** — the first ``eval.n_test`` training images (deterministic, unaugmented):
-  ``train_recon_mse`` and ``recon_gap`` = test MSE - train MSE (C10).
-* **sample pass** — ``eval.n_samples`` prior samples, z ~ N(0, I) from a generator seeded with
-  ``run.seed + 2``, decoded once.  Sample metrics compare them with the *reference set*: the
-  first ``min(n_samples, n_test)`` test images.
-* **cost** — params, forward FLOPs/image, decoder sampling throughput, training throughput and
-  wall time (from the trainer), MFU against the device's measured matmul peak, and peak CUDA
-  memory of one training step (CPU: unavailable, see ``bench.metrics.cost``).
-* **fidelity** (pretrained networks, ``bench.metrics.fidelity``) — imported behind a guard: if
-  it is missing or fails, each key gets an ``unavailable`` record with the reason.
+Passes: test (reconstruction quality, KL, active units, per-image colour error), train, samples,
+degeneracy flags, cost (an isolated measurement after training, never the loop's wall clock),
+fidelity (pretrained networks, guarded: a missing network gives ``unavailable`` records).
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from bench import data as data_mod
-from bench import store
+from bench import store, subsets
 from bench.config import RunSpec
 from bench.metrics import cost, quality
+from bench.metrics.records import metric, unavailable
+from bench.runtime import autocast, load_run_model, resolve_device
 
 AU_THRESHOLD = 0.01   # Burda et al. (2016): a latent unit is active if Cov_x(E[z|x]) > 0.01
+KL_COLLAPSE_NATS = 0.5  # a mean KL below this per image means the posterior ignores x
+FIDELITY_KEYS = ("fid_samples", "kid_samples", "fid_recon", "lpips", "st_lpips")
+RESIZE = "bench.data.resize: torch bilinear, antialias (identity at native resolution)"
+SAMPLE_SEED_OFFSET = 2          # samples: run.seed + 2 (init uses seed, training noise seed + 1)
+COST_WARMUP, COST_REPEATS = 3, 7
 
-
-def metric(value: float | int | None, *, n: int, split: str, **protocol: Any) -> dict[str, Any]:
-    if value is not None and isinstance(value, float) and not math.isfinite(value):
-        value = None
-        protocol.setdefault("unavailable", "non-finite value")
-    return {"value": value, "n": n, "split": split, **protocol}
-
-
-def unavailable(reason: str, **protocol: Any) -> dict[str, Any]:
-    return {"value": None, "unavailable": reason, **protocol}
+__all__ = ["score", "metric", "unavailable", "eval_sets", "EvalSets", "save_grid"]
 
 
 # --------------------------------------------------------------------------- pure metric functions
@@ -79,11 +79,6 @@ def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
 
 
-def ms_ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) size-safe MS-SSIM (see ``bench.metrics.quality.ms_ssim_config``)."""
-    return quality.ms_ssim_per_image(x, y)
-
-
 def active_units(mu_all: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
     """Number of latent dims whose posterior mean varies across the data (variance > threshold)."""
     return int((mu_all.float().var(0) > threshold).sum())
@@ -111,19 +106,67 @@ def _interleave_rows(a: torch.Tensor, b: torch.Tensor, nrow: int) -> torch.Tenso
     return torch.cat(rows)
 
 
-# --------------------------------------------------------------------------- the scoring pass
+# --------------------------------------------------------------------------- evaluation sets
 
-FIDELITY_KEYS = ("fid_samples", "kid_samples", "fid_recon", "lpips", "st_lpips")
-RESIZE = "bench.data.resize: torch bilinear, antialias (identity at native resolution)"
-SAMPLE_SEED_OFFSET = 2          # samples: run.seed + 2 (init uses seed, training noise seed + 1)
+@dataclass
+class EvalSets:
+    """The fixed images a run is scored on (see the module docstring)."""
+    test: torch.Tensor              # (N, 3, R, R) uint8
+    test_labels: torch.Tensor
+    test_sub: subsets.Subset        # indices into the (class-restricted) test split
+    train: torch.Tensor
+    train_sub: subsets.Subset
+    ref_pos: subsets.Subset         # positions within ``test``: sample reference
+    fid_pos: subsets.Subset         # positions within ``test``: FID/KID/LPIPS
+    sheet_pos: subsets.Subset       # positions within ``test``: the recon sheet
+    split: str
+    classes: list[str] | None       # eval.classes, if the run restricts scoring to them
+
+    def proto(self, which: str) -> dict[str, Any]:
+        """Selection fields of one set, with indices hashed in the split's own numbering."""
+        if which == "test":
+            return self.test_sub.protocol()
+        if which == "train":
+            return self.train_sub.protocol()
+        pos = {"ref": self.ref_pos, "fid": self.fid_pos}[which]
+        absolute = self.test_sub.indices[pos.indices]
+        out = pos.protocol()
+        out["index_sha256"] = subsets.index_hash(absolute)
+        out["n_available"] = self.test_sub.total
+        return out
 
 
-def _version(pkg: str) -> str | None:
-    from importlib import metadata
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None
+def _restrict(images: torch.Tensor, labels: torch.Tensor, have: list[str], want: list[str] | None):
+    """Keep only the images of classes ``want`` (labels re-indexed into ``want`` order)."""
+    if want is None:
+        return images, labels
+    old = torch.tensor([have.index(c) for c in want])
+    keep = torch.isin(labels, old)
+    remap = torch.full((max(len(have), 1),), -1, dtype=torch.int64)
+    remap[old] = torch.arange(len(want))
+    return images[keep], remap[labels[keep]]
+
+
+def eval_sets(run: RunSpec) -> EvalSets:
+    """Load the run's test/train splits and choose every evaluation subset (seeded, stratified)."""
+    ev, dspec = run.eval, data_mod.DataSpec(**run.data)
+    want = ev.get("classes")
+    test_set, train_set = data_mod.load(dspec, "test"), data_mod.load(dspec, "train")
+    test_imgs, test_lab = _restrict(test_set.images, test_set.labels, test_set.classes, want)
+    train_imgs, train_lab = _restrict(train_set.images, train_set.labels, train_set.classes, want)
+    test_sub = subsets.stratified(test_lab, ev["n_test"])
+    test, labels = test_imgs[test_sub.indices], test_lab[test_sub.indices]
+    n = len(test)
+    train_sub = subsets.stratified(train_lab, n)
+    n_fid = min(ev.get("n_fid") or max(ev["n_samples"], n), n)
+    split = dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout {dspec.holdout:g}"
+    if want:
+        split += f" classes={','.join(want)}"
+    return EvalSets(test, labels, test_sub, train_imgs[train_sub.indices], train_sub,
+                    subsets.stratified(labels, min(ev["n_samples"], n)),
+                    subsets.stratified(labels, n_fid),
+                    subsets.stratified(labels, min(ev["sheet"] // 2, n)),
+                    split, want)
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
@@ -131,215 +174,281 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
         yield i, data_mod.to_float(images[i:i + batch_size], device)    # (B, 3, H, W) in [0, 1]
 
 
+# --------------------------------------------------------------------------- the scoring pass
+
 @torch.no_grad()
-def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity: bool = True) -> dict[str, Any]:
+def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity: bool = True,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate the checkpoint in ``run_dir``; write sheets; return the ``metrics`` mapping.
 
-    ``fidelity=False`` skips the pretrained-network metrics (their keys then say so)."""
-    from bench.train import build_model, resolve_device
-
-    ev = run.eval
-    bs = ev["batch_size"]
+    ``fidelity=False`` skips the pretrained-network metrics (their keys then say so);
+    ``progress`` receives one line per pass (scoring a 96 px run on a CPU takes minutes)."""
+    say = progress or (lambda _msg: None)
     device = resolve_device(run.train["device"])
-    dspec = data_mod.DataSpec(**run.data)
-    test = data_mod.load(dspec, "test")
-    images = test.images[: ev["n_test"]] if ev["n_test"] else test.images
-    n, res = len(images), dspec.resolution
-    n_ref = min(ev["n_samples"], n)                     # reference set for sample metrics
-
-    model = build_model(run, device)
     ck = torch.load(run_dir / store.CKPT, map_location="cpu", weights_only=False)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = load_run_model(run, ck, device)
+    sets = eval_sets(run)
+    base = {"resolution": data_mod.DataSpec(**run.data).resolution, "resize": RESIZE,
+            "device": str(device), "seed": run.seed}
+    timing: dict[str, float] = {}
 
-    test_split = dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout"
-    base = {"resolution": res, "resize": RESIZE, "device": str(device), "seed": run.seed}
-    proto = {"split": test_split, "n": n, **base}
-    ref_proto = {"split": f"prior samples vs {test_split} (first {n_ref})", "n": ev["n_samples"],
-                 "n_real": n_ref, "sample_seed": run.seed + SAMPLE_SEED_OFFSET, **base}
-    ssim_versions = {"torch": torch.__version__, "pytorch-msssim": _version("pytorch-msssim")}
+    def timed(name: str, fn):
+        say(f"scoring: {name}")
+        t0 = time.perf_counter()
+        out = fn()
+        timing[name] = round(time.perf_counter() - t0, 3)
+        return out
 
-    # ---- test pass: reconstructions of the posterior mean
-    sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0, "ms_ssim": 0.0, "kl": 0.0}
+    metrics, recon_u8 = timed("test pass", lambda: _test_pass(model, sets, run, device, base))
+    metrics.update(timed("train pass", lambda: _train_pass(model, sets, run, device, base, metrics)))
+    if sets.classes and data_mod.DataSpec(**run.data).classes is None:
+        metrics.update(timed("all-classes pass", lambda: _all_classes_pass(model, run, device, base)))
+    sample_metrics, samples_u8 = timed("samples", lambda: _sample_pass(model, sets, run, device, base))
+    metrics.update(sample_metrics)
+    metrics["degenerate"] = _degeneracy(sets, recon_u8, samples_u8, metrics, base)
+    metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result)))
+    enabled = fidelity and run.eval.get("fidelity", True)
+    metrics.update(timed("fidelity", lambda: _fidelity_metrics(
+        samples_u8, recon_u8, sets, run, device, base, enabled)))
+    timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval["sheet"]))
+    metrics["scoring_s"] = metric(round(sum(timing.values()), 3), n=1, split="-", breakdown=timing,
+                                  device=str(device))
+    return metrics
+
+
+def _test_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[str, Any], torch.Tensor]:
+    """Reconstruction quality, KL, active units and colour of the test set; also the uint8 recons."""
+    images, n, res = sets.test, len(sets.test), base["resolution"]
+    keys = ("mse", "psnr", "ssim", "ms_ssim", "kl", "colour_err", "chroma_err")
+    sums = dict.fromkeys(keys, 0.0)
     kl_dim = torch.zeros(model.latent_dim, dtype=torch.float64)
     mus = []
     real, recon = quality.SetStats(), quality.SetStats()
-    real_ref = real if n_ref == n else quality.SetStats()
     recon_u8 = torch.empty_like(images)                 # (N, 3, H, W) uint8, CPU: for fidelity
-    for i, x in _batches(images, bs, device):
+    for i, x in _batches(images, run.eval["batch_size"], device):
         mu, logvar = model.encode(x)
         r = model.decode(mu).float().clamp(0, 1)
-        sums["mse"] += float(mse_per_image(x, r).sum())
-        sums["psnr"] += float(psnr_per_image(x, r).sum())
-        sums["ssim"] += float(ssim_per_image(x, r).sum())
-        sums["ms_ssim"] += float(quality.ms_ssim_per_image(x, r).sum())
+        for k, fn in (("mse", mse_per_image), ("psnr", psnr_per_image), ("ssim", ssim_per_image),
+                      ("ms_ssim", quality.ms_ssim_per_image), ("colour_err", quality.pooled_colour_error),
+                      ("chroma_err", quality.chroma_error)):
+            sums[k] += float(fn(x, r).sum())
         sums["kl"] += float(kl_per_image(mu.float(), logvar.float()).sum())
         kl_dim += quality.kl_per_dim(mu, logvar).double().cpu() * len(x)
         mus.append(mu.float().cpu())
         real.update(x)
         recon.update(r)
-        if real_ref is not real and i < n_ref:
-            real_ref.update(x[: n_ref - i])
         recon_u8[i:i + len(x)] = quality.to_uint8(r).cpu()
-
+    proto = {"split": sets.split, "n": n, **base, **sets.proto("test")}
+    versions = {"torch": torch.__version__, "pytorch-msssim": store.package_version("pytorch-msssim")}
     ms_win, ms_weights = quality.ms_ssim_config(res)
-    metrics: dict[str, Any] = {
-        "recon_mse": metric(sums["mse"] / n, **proto),
-        "recon_psnr": metric(sums["psnr"] / n, **proto, note="mean of per-image PSNR (dB)"),
-        "recon_ssim": metric(sums["ssim"] / n, **proto, window=ssim_window(res), impl="pytorch-msssim",
-                             versions=ssim_versions),
-        "recon_ms_ssim": metric(sums["ms_ssim"] / n, **proto, window=ms_win, scales=len(ms_weights),
-                                weights=[round(w, 6) for w in ms_weights], versions=ssim_versions,
+    mean = {k: v / n for k, v in sums.items()}
+    return {
+        "recon_mse": metric(mean["mse"], **proto),
+        "recon_psnr": metric(mean["psnr"], **proto, note="mean of per-image PSNR (dB)"),
+        "recon_ssim": metric(mean["ssim"], **proto, window=ssim_window(res), impl="pytorch-msssim",
+                             versions=versions),
+        "recon_ms_ssim": metric(mean["ms_ssim"], **proto, window=ms_win, scales=len(ms_weights),
+                                weights=[round(w, 6) for w in ms_weights], versions=versions,
                                 impl="pytorch-msssim, size-safe scales (bench.metrics.quality)"),
-        "kl": metric(sums["kl"] / n, **proto, note="analytic KL per image, nats",
+        "kl": metric(mean["kl"], **proto, note="analytic KL per image, nats",
                      per_dim=[round(float(v), 6) for v in kl_dim / n]),
         "active_units": metric(active_units(torch.cat(mus)), **proto, threshold=AU_THRESHOLD,
                                latent_dim=model.latent_dim),
         "recon_colour_dist": metric(quality.colour_distance(recon, real), **proto,
-                                    note="L2 between per-channel mean/std 6-vectors, recon vs test"),
+                                    note="L2 between per-channel mean/std 6-vectors, recon set vs test set"),
+        "recon_colour_error": metric(mean["colour_err"], **proto, pool=3,
+                                     note="per image: MSE of 3x3 average-pooled RGB, recon vs original "
+                                          "(the colour loss's own measure: circular for arms trained on it)"),
+        "recon_chroma_error": metric(mean["chroma_err"], **proto,
+                                     note="per image: mean CIELAB a*b* distance, recon vs original (D65)"),
         "recon_saturation": metric(recon.saturation(), **proto, note="mean HSV saturation"),
         "real_saturation": metric(real.saturation(), **proto, note="mean HSV saturation"),
+        "recon_saturation_ratio": metric(quality.saturation_ratio(recon, real), **proto,
+                                         note="mean HSV saturation, recons / their originals"),
         "recon_sharpness": metric(quality.sharpness_ratio(recon, real), **proto,
                                   note="var of 3x3 Laplacian (luma), recon / real"),
-    }
+    }, recon_u8
 
-    # ---- train pass: the generalisation gap (C10)
-    train_imgs = data_mod.load(dspec, "train").images[:n]
-    tr_sum = 0.0
-    for _, x in _batches(train_imgs, bs, device):
-        tr_sum += float(mse_per_image(x, model.decode(model.encode(x)[0])).sum())
-    train_mse = tr_sum / len(train_imgs)
-    tr_proto = {**base, "split": dspec.train_split, "n": len(train_imgs),
-                "selection": "first n training images, unaugmented"}
-    metrics["train_recon_mse"] = metric(train_mse, **tr_proto)
-    metrics["recon_gap"] = metric(metrics["recon_mse"]["value"] - train_mse, **proto, n_train=len(train_imgs),
-                                  note="test recon MSE - train recon MSE")
 
-    # ---- sample pass: prior samples, decoded once
+def _train_pass(model, sets: EvalSets, run: RunSpec, device, base, metrics) -> dict[str, Any]:
+    """Reconstruction MSE on as many training images (same classes, stratified): the gap (C10)."""
+    total = 0.0
+    for _, x in _batches(sets.train, run.eval["batch_size"], device):
+        total += float(mse_per_image(x, model.decode(model.encode(x)[0])).sum())
+    train_mse = total / max(len(sets.train), 1)
+    dspec = data_mod.DataSpec(**run.data)
+    tr_proto = {**base, "split": dspec.train_split, "n": len(sets.train), **sets.proto("train"),
+                "augmentation": "none"}
+    test_proto = {k: v for k, v in metrics["recon_mse"].items() if k != "value"}
+    return {"train_recon_mse": metric(train_mse, **tr_proto),
+            "recon_gap": metric(metrics["recon_mse"]["value"] - train_mse, **test_proto,
+                                n_train=len(sets.train), train_index_sha256=sets.train_sub.index_hash,
+                                note="test recon MSE - train recon MSE")}
+
+
+def _all_classes_pass(model, run: RunSpec, device, base) -> dict[str, Any]:
+    """A run trained on every class but scored on ``eval.classes`` is also scored on all classes."""
+    test = data_mod.load(data_mod.DataSpec(**run.data), "test")
+    sub = subsets.stratified(test.labels, run.eval["n_test"])
+    mse = ssim = 0.0
+    for _, x in _batches(test.images[sub.indices], run.eval["batch_size"], device):
+        r = model.decode(model.encode(x)[0]).float().clamp(0, 1)
+        mse += float(mse_per_image(x, r).sum())
+        ssim += float(ssim_per_image(x, r).sum())
+    proto = {**base, "split": f"{test.name} (all classes)", "n": len(sub), **sub.protocol()}
+    return {"recon_mse_all_classes": metric(mse / len(sub), **proto),
+            "recon_ssim_all_classes": metric(ssim / len(sub), **proto)}
+
+
+def _sample_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[str, Any], torch.Tensor]:
+    """Prior samples, decoded once, against the stratified reference set."""
+    bs, n_s = run.eval["batch_size"], run.eval["n_samples"]
     gen = torch.Generator(device=device).manual_seed(run.seed + SAMPLE_SEED_OFFSET)
-    samples, n_s = quality.SetStats(), ev["n_samples"]
-    samples_u8 = torch.empty(n_s, *images.shape[1:], dtype=torch.uint8)
+    samples = quality.SetStats()
+    samples_u8 = torch.empty(n_s, *sets.test.shape[1:], dtype=torch.uint8)
     for i in range(0, n_s, bs):
         z = torch.randn(min(bs, n_s - i), model.latent_dim, device=device, generator=gen)
         g = model.decode(z).float().clamp(0, 1)
         samples.update(g)
         samples_u8[i:i + len(g)] = quality.to_uint8(g).cpu()
-    metrics.update({
-        "sample_colour_dist": metric(quality.colour_distance(samples, real_ref), **ref_proto),
-        "sample_saturation": metric(samples.saturation(), **ref_proto, note="mean HSV saturation"),
-        "sample_sharpness": metric(quality.sharpness_ratio(samples, real_ref), **ref_proto,
+    ref = quality.SetStats()
+    for _, x in _batches(sets.test[sets.ref_pos.indices], bs, device):
+        ref.update(x)
+    proto = {"split": f"prior samples vs {sets.split}", "n": n_s, "n_real": len(sets.ref_pos),
+             "sample_seed": run.seed + SAMPLE_SEED_OFFSET, **base, **sets.proto("ref")}
+    proto["n_selected"] = len(sets.ref_pos)
+    return {
+        "sample_colour_dist": metric(quality.colour_distance(samples, ref), **proto),
+        "sample_saturation": metric(samples.saturation(), **proto, note="mean HSV saturation"),
+        "sample_saturation_ratio": metric(quality.saturation_ratio(samples, ref), **proto,
+                                          note="mean HSV saturation, samples / real reference"),
+        "sample_sharpness": metric(quality.sharpness_ratio(samples, ref), **proto,
                                    note="var of 3x3 Laplacian (luma), samples / real"),
-        "spectral_dist": metric(quality.spectral_distance(samples, real_ref), **ref_proto,
+        "spectral_dist": metric(quality.spectral_distance(samples, ref), **proto,
                                 note="mean |log10 radial power| difference, radii 1..R/2, luma"),
-        "checkerboard": metric(quality.checkerboard_score(samples, real_ref), **ref_proto,
-                               note="ln(fraction of AC energy on Nyquist rows/cols: samples / real)"),
-    })
-
-    # ---- cost
-    metrics.update(_cost_metrics(run, model, device, res, train_result, dspec.train_split))
-
-    # ---- fidelity (pretrained networks), guarded
-    test_key = {"data": run.data, "split": test_split, "resolution": res}
-    n_fid = ev.get("n_fid") or max(len(samples_u8), n)
-    metrics.update(_fidelity_metrics(samples_u8[:n_fid], recon_u8[:n_fid], images[:n_fid], min(n_ref, n_fid),
-                                     test_key, device, base, fidelity and ev.get("fidelity", True)))
-
-    # ---- image sheets: originals above reconstructions, and the first scored prior samples
-    k = ev["sheet"]
-    nrow = max(4, int(math.sqrt(k)))
-    h = min(k // 2, n)
-    save_grid(run_dir / "recon.png", _interleave_rows(data_mod.to_float(images[:h]),
-                                                      data_mod.to_float(recon_u8[:h]), nrow), nrow)
-    save_grid(run_dir / "samples.png", data_mod.to_float(samples_u8[:k]), nrow)
-    return metrics
+        "checkerboard": metric(quality.checkerboard_score(samples, ref), **proto,
+                               note="stride-2 line power vs neighbouring frequencies of the same image, "
+                                    "samples minus real (0 = like real, blur ~0, > 0 = artifacts)"),
+    }, samples_u8
 
 
-def _cost_metrics(run: RunSpec, model: torch.nn.Module, device: torch.device, res: int,
-                  train_result: dict[str, Any], train_split: str) -> dict[str, Any]:
+def _degeneracy(sets: EvalSets, recon_u8, samples_u8, metrics, base) -> dict[str, Any]:
+    """1 when reconstructions or samples are (near) constant/identical or the KL collapsed, else 0."""
+    reasons = []
+    real = sets.test[sets.ref_pos.indices]
+    for what, imgs in (("reconstructions", recon_u8), ("samples", samples_u8)):
+        why = quality.is_degenerate(quality.degeneracy(quality.as_float(imgs[:2000]), quality.as_float(real)))
+        if why:
+            reasons.append(f"{what}: {why}")
+    if metrics["active_units"]["value"] == 0 or (metrics["kl"]["value"] or 0.0) < KL_COLLAPSE_NATS:
+        reasons.append(f"posterior collapse: KL {metrics['kl']['value']:.3g} nats, "
+                       f"{metrics['active_units']['value']} active units")
+    return metric(int(bool(reasons)), n=len(recon_u8), split=sets.split, reasons=reasons, **base,
+                  rule=f"bench.metrics.quality.is_degenerate on recons and samples; KL < {KL_COLLAPSE_NATS} "
+                       "nats or no active unit")
+
+
+# --------------------------------------------------------------------------- cost (isolated)
+
+def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
+                  train_result: dict[str, Any]) -> dict[str, Any]:
+    """Params, FLOPs, and throughput measured in an isolated pass after training (warm-up, median of
+    repeats, one fixed batch), never from the training loop's wall clock."""
     from models.conv import count_params
 
+    res = data_mod.DataSpec(**run.data).resolution
     c = {"device": str(device), "device_name": store.device_name(device), "resolution": res,
-         "torch": torch.__version__}
+         "torch": torch.__version__, "threads": torch.get_num_threads()}
+    flops, how = cost.forward_flops_per_image(model, res)
+    bs = run.train["batch_size"]
+    ips, peak_mb = _train_step_cost(run, model, sets, device)
+    iso = {"batch_size": bs, "warmup": COST_WARMUP, "repeats": COST_REPEATS, "amp": run.train["amp"],
+           "method": "isolated: median of single training steps (forward, loss, backward, Adam) on a "
+                     "copy of the trained model, one fixed batch, after training", **c}
     out: dict[str, Any] = {
         "params": metric(count_params(model), n=1, split="-"),
-        "train_images_per_s": metric(train_result.get("train_images_per_s"), n=1, split=train_split,
-                                     device=str(device), batch_size=run.train["batch_size"],
-                                     amp=run.train["amp"], compile=run.train["compile"]),
-        "wall_s": metric(train_result.get("wall_s"), n=1, split=train_split, device=str(device),
+        "bottleneck": _bottleneck(model),
+        "flops_per_image": metric(flops, n=1, split="-", method=how,
+                                  counted="forward pass, encode + decode, 2 FLOPs per multiply-add", **c),
+        "train_images_per_s": metric(ips, n=1, split="-", **iso),
+        "loop_images_per_s": metric(train_result.get("train_images_per_s"), n=1, split="-",
+                                    note="training loop average (shares the machine with whatever ran "
+                                         "then; descriptive only)", **c),
+        "wall_s": metric(train_result.get("wall_s"), n=1, split="-", device=str(device),
                          steps=train_result.get("steps")),
     }
-    flops, how = cost.forward_flops_per_image(model, res)
-    out["flops_per_image"] = metric(flops, n=1, split="-", method=how, counted="forward pass, encode + decode, 2 FLOPs per multiply-add",
-                                    **{k: v for k, v in c.items() if k != "device"})
-
-    bs = run.eval["batch_size"]
     gen = torch.Generator(device=device).manual_seed(run.seed)
-    z = torch.randn(bs, model.latent_dim, device=device, generator=gen)
-    ips = cost.throughput(model.decode, z, device=device)
-    out["sample_images_per_s"] = metric(ips, n=1, split="-", batch_size=bs, warmup=3, repeats=7,
+    z = torch.randn(run.eval["batch_size"], model.latent_dim, device=device, generator=gen)
+    out["sample_images_per_s"] = metric(cost.throughput(model.decode, z, device=device), n=1, split="-",
+                                        batch_size=run.eval["batch_size"], warmup=3, repeats=7,
                                         method="median of repeats, model.decode, eval, no_grad", **c)
-
-    tips = train_result.get("train_images_per_s")
-    if tips:
-        peak = cost.device_matmul_peak(device)
-        value = cost.mfu(flops, tips, peak)
-        if value > 1:   # impossible: the cached peak was measured too low (e.g. under load)
-            out["mfu"] = unavailable(f"MFU {value:.2f} > 1: the cached matmul peak ({peak / 1e9:.1f} GFLOP/s) is "
-                                     f"too low; delete {cost._cache_file()} to re-measure", n=1,
-                                     split=train_split, **c)
-        else:
-            out["mfu"] = metric(value, n=1, split=train_split,
-                                peak_flops_per_s=peak, peak_dtype=str(cost.peak_dtype(device)),
-                                peak_key=cost.device_key(device), train_flops_factor=cost.TRAIN_FLOPS_FACTOR,
-                                forward_flops_per_image=flops, train_images_per_s=tips, **c)
-    else:
-        out["mfu"] = unavailable("no training throughput was measured (run too short?)", n=1,
-                                 split=train_split, **c)
-
-    if train_result.get("peak_memory_mb") is not None:            # measured by the trainer
-        out["peak_memory_mb"] = metric(train_result["peak_memory_mb"], n=1, split=train_split,
-                                       method="trainer: torch.cuda.max_memory_allocated", **c)
-    elif device.type == "cuda":
-        out["peak_memory_mb"] = metric(_train_step_peak_mb(run, model, device), n=1, split=train_split,
-                                       batch_size=run.train["batch_size"],
-                                       method="torch.cuda.max_memory_allocated over one training step "
-                                              "(forward + backward + Adam step, copy of the model)", **c)
-    else:
-        out["peak_memory_mb"] = unavailable("peak memory is measured on CUDA only", n=1, split=train_split, **c)
+    out["mfu"] = _mfu(flops, ips, device, c)
+    out["peak_memory_mb"] = (metric(peak_mb, n=1, split="-", method="torch.cuda.max_memory_allocated over "
+                                    "one isolated training step", batch_size=bs, **c)
+                             if peak_mb is not None else
+                             unavailable("peak memory is measured on CUDA only", n=1, split="-", **c))
     return out
 
 
-def _train_step_peak_mb(run: RunSpec, model: torch.nn.Module, device: torch.device) -> float | None:
-    """Peak CUDA memory of one training step on a copy of the model (the scored weights stay put)."""
-    import copy
+def _bottleneck(model) -> dict[str, Any]:
+    """Spatial cells h*w of the last encoder map (the value), with its C x h x w shape."""
+    shape = getattr(model, "bottleneck", None)
+    if shape is None:
+        return unavailable("the model does not report its bottleneck", n=1, split="-")
+    c, h, w = shape
+    return metric(h * w, n=1, split="-", shape=f"{c}x{h}x{w}", note="C x h x w of the last encoder map")
 
-    from bench.train import _autocast
+
+def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float, float | None]:
+    """(images/s, peak CUDA MiB or None) of one training step on a copy of the model."""
     from losses import Objective
 
     m = copy.deepcopy(model).train()
     objective = Objective.from_config(run.loss).to(device)
-    opt = torch.optim.Adam(m.parameters(), lr=run.train["lr"], fused=True)
+    opt = torch.optim.Adam(m.parameters(), lr=run.train["lr"], fused=device.type == "cuda" or None)
+    bs = run.train["batch_size"]
+    reps = -(-bs // len(sets.test))
+    x = data_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
+    if device.type == "cuda" and run.train["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
     g = torch.Generator(device=device).manual_seed(run.seed)
-    res = run.model.get("image_size") or data_mod.DataSpec(**run.data).resolution
-    x = torch.rand(run.train["batch_size"], 3, res, res, device=device, generator=g)
 
-    def step():
-        with torch.enable_grad():
-            with _autocast(device, run.train["amp"]):
-                out = m(x, generator=g)
-                total, _ = objective(x, out, m, 0)
-            total.backward()
-            opt.step()
+    def step(batch):
+        with torch.enable_grad(), autocast(device, run.train["amp"]):
+            out = m(batch, generator=g)
+            total, _ = objective(batch, out, m, run.train["steps"])
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
 
     try:
-        return cost.peak_memory_mb(step, device)
+        ips = cost.throughput(step, x, device=device, warmup=COST_WARMUP, repeats=COST_REPEATS)
+        peak = cost.peak_memory_mb(lambda: step(x), device)
     finally:
         del m, opt
+    return ips, peak
 
 
-def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, images: torch.Tensor, n_ref: int,
-                      test_key: dict[str, Any], device: torch.device, base: dict[str, Any],
-                      enabled: bool) -> dict[str, Any]:
+def _mfu(flops: int, ips: float, device: torch.device, c: dict[str, Any]) -> dict[str, Any]:
+    peak = cost.device_matmul_peak(device)
+    value = cost.mfu(flops, ips, peak)
+    if value > 1:   # impossible: the cached matmul peak was measured too low (e.g. under load)
+        return unavailable(f"MFU {value:.2f} > 1: the cached matmul peak ({peak / 1e9:.1f} GFLOP/s) is too "
+                           f"low; delete {cost._cache_file()} to re-measure", n=1, split="-", **c)
+    return metric(value, n=1, split="-", peak_flops_per_s=peak, peak_dtype=str(cost.peak_dtype(device)),
+                  peak_key=cost.device_key(device), train_flops_factor=cost.TRAIN_FLOPS_FACTOR,
+                  forward_flops_per_image=flops, train_images_per_s=ips, **c)
+
+
+# --------------------------------------------------------------------------- fidelity (guarded)
+
+def kid_subset_size(n: int, requested: int | None = None) -> int:
+    """KID subset size: half the set (at most 1000) so subsets differ and kid_std means something."""
+    return max(2, min(requested or min(1000, n // 2), n))
+
+
+def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: EvalSets, run: RunSpec,
+                      device: torch.device, base: dict[str, Any], enabled: bool) -> dict[str, Any]:
     """fid_samples, kid_samples, fid_recon, lpips, st_lpips — or ``unavailable`` records."""
     if not enabled:
         return {k: unavailable("fidelity metrics disabled (eval.fidelity: false)", **base) for k in FIDELITY_KEYS}
@@ -350,6 +459,7 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, images: 
         return {k: unavailable(why, **base) for k in FIDELITY_KEYS}
 
     out: dict[str, Any] = {}
+    sel = sets.proto("fid")
 
     def guarded(keys: tuple[str, ...], fn):
         try:
@@ -358,18 +468,34 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, images: 
             why = f"{type(e).__name__}: {e}".splitlines()[0]
             recs = tuple(unavailable(why, **base) for _ in keys)
         for k, r in zip(keys, recs if isinstance(recs, tuple) else (recs,)):
-            for pk, pv in base.items():
+            for pk, pv in {**base, **sel}.items():
                 r.setdefault(pk, pv)
             out[k] = r
 
-    test_split = test_key["split"]
-    ref = images[:n_ref]
+    real = sets.test[sets.fid_pos.indices]
+    recon = recon_u8[sets.fid_pos.indices]
+    fake = samples_u8[:len(real)]
+    key = {"data": {k: v for k, v in run.data.items() if k not in ("root", "path")}, "split": sets.split,
+           "resolution": base["resolution"], "n": len(real), "index_sha256": sel["index_sha256"]}
+    kid_size = kid_subset_size(len(real), run.eval.get("kid_subset"))
     guarded(("fid_samples", "kid_samples"), lambda: fid_mod.fid_kid(
-        samples_u8, ref, real_key={**test_key, "n": n_ref, "selection": "first n"}, device=device))
-    guarded(("fid_recon",), lambda: fid_mod.fid_kid(
-        recon_u8, images, real_key={**test_key, "n": len(images), "selection": "first n"}, device=device)[0])
-    guarded(("lpips",), lambda: fid_mod.lpips_metric(images, recon_u8, device=device, split=test_split))
-    guarded(("st_lpips",), lambda: fid_mod.st_lpips_metric(images, recon_u8, device=device, split=test_split))
+        fake, real, real_key=key, device=device, kid_subset_size=kid_size))
+    if run.eval.get("fid_recon", True):
+        guarded(("fid_recon",), lambda: fid_mod.fid_kid(recon, real, real_key=key, device=device,
+                                                        kid_subset_size=kid_size)[0])
+    else:
+        out["fid_recon"] = unavailable("not computed (eval.fid_recon: false)", **base)
+    guarded(("lpips",), lambda: fid_mod.lpips_metric(real, recon, device=device, split=sets.split))
+    guarded(("st_lpips",), lambda: fid_mod.st_lpips_metric(real, recon, device=device, split=sets.split))
     for k in ("fid_samples", "kid_samples"):
         out[k].setdefault("sample_seed", base["seed"] + SAMPLE_SEED_OFFSET)
     return out
+
+
+def _write_sheets(run_dir: Path, sets: EvalSets, recon_u8, samples_u8, k: int) -> None:
+    """Originals above reconstructions (a class-stratified handful), and the first prior samples."""
+    nrow = max(4, int(math.sqrt(k)))
+    pos = sets.sheet_pos.indices
+    save_grid(run_dir / "recon.png", _interleave_rows(data_mod.to_float(sets.test[pos]),
+                                                      data_mod.to_float(recon_u8[pos]), nrow), nrow)
+    save_grid(run_dir / "samples.png", data_mod.to_float(samples_u8[:k]), nrow)

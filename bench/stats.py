@@ -92,3 +92,42 @@ def fisher(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
     if n_a == 0 or n_b == 0:
         return math.nan
     return float(sps.fisher_exact([[k_a, n_a - k_a], [k_b, n_b - k_b]]).pvalue)
+
+
+POWER = 0.80        # power used for the smallest detectable effect
+
+
+def _welch_se_df(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se2 = va + vb
+    if se2 == 0:
+        return 0.0, math.nan
+    return math.sqrt(se2), se2 ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+
+
+def one_sided_upper(a, b, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(upper one-sided ``confidence`` bound of mean(a) - mean(b), one-sided p of H1: a > b).
+
+    The non-superiority test: "a is not better than b by more than a margin" is shown when the
+    upper bound is below the margin; a significantly larger a (p < alpha) contradicts it."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    se, df = _welch_se_df(a, b)
+    if se == 0:
+        return diff, (0.0 if diff > 0 else 1.0)
+    upper = diff + float(sps.t.ppf(confidence, df)) * se
+    return upper, float(sps.t.sf(diff / se, df))
+
+
+def detectable_effect(a, b, alpha: float = ALPHA, power: float = POWER, sided: int = 2) -> float:
+    """Smallest |difference of means| a Welch test with these n's and spreads detects with ``power``:
+    (t_{1-alpha/sided} + t_{power}) * se, df from Welch–Satterthwaite.  NaN for n < 2."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    se, df = _welch_se_df(a, b)
+    if se == 0:
+        return 0.0
+    return (float(sps.t.ppf(1 - alpha / sided, df)) + float(sps.t.ppf(power, df))) * se

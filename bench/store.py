@@ -118,15 +118,18 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def package_version(pkg: str) -> str | None:
+    """Installed version of a distribution, or None."""
     from importlib import metadata
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
 
-    versions = {}
-    for pkg in ("torch", "torchvision", "numpy", "pytorch-msssim", "torch-fidelity", "lpips", "pydantic"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
+
+def environment(device: torch.device) -> dict[str, Any]:
+    versions = {pkg: package_version(pkg) for pkg in
+                ("torch", "torchvision", "numpy", "pytorch-msssim", "torch-fidelity", "lpips", "pydantic")}
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),

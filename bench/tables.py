@@ -27,7 +27,7 @@ from bench import stats, store
 from bench.config import AblationSpec, RunSpec
 from bench.metrics import CATALOGUE, MetricInfo
 
-STATUSES = ("done", "diverged", "failed", "pending")
+STATUSES = ("done", "degenerate", "diverged", "failed", "pending")
 SIG = "†"          # significance mark: Welch p < 0.05 vs the baseline arm
 SUMMARY = "summary.json"
 
@@ -45,7 +45,10 @@ def collect(runs: list[RunSpec], runs_root: Path) -> list[RunRecord]:
         d = Path(runs_root) / run.rel_dir
         if (d / store.METRICS).exists():
             doc = store.read_json(d / store.METRICS)
-            out.append(RunRecord(run, doc["status"], doc))
+            status = doc["status"]
+            if status == "done" and ((doc.get("metrics") or {}).get("degenerate") or {}).get("value"):
+                status = "degenerate"       # flat/identical outputs or collapse: shown, never compared
+            out.append(RunRecord(run, status, doc))
         elif (d / store.ERROR).exists():
             out.append(RunRecord(run, "failed", store.read_json(d / store.ERROR)))
         else:
@@ -86,7 +89,8 @@ class Group:
     def status_text(self) -> str:
         n = len(self.records)
         return f"{self.counts['done']}/{n} done" + "".join(
-            f", {self.counts[s]}/{n} {s}" for s in ("diverged", "failed", "pending") if self.counts[s])
+            f", {self.counts[s]}/{n} {s}" + (" ⚠" if s == "degenerate" else "")
+            for s in ("degenerate", "diverged", "failed", "pending") if self.counts[s])
 
 
 def groups_of(spec: AblationSpec, records: list[RunRecord]) -> list[Group]:
@@ -174,15 +178,32 @@ def _distinct(values) -> list[str]:
 
 
 def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]:
-    finished = [r for r in records if r.status in ("done", "diverged")]
+    finished = [r for r in records if r.status in ("done", "degenerate", "diverged")]
     envs = [r.doc.get("env") or {} for r in finished]
+    scored = [(r.doc.get("scored") or {}).get("git_commit") for r in finished if r.status != "diverged"]
+    commits = _distinct([e.get("git_commit") for e in envs] + scored)
     return {
-        "commits": _distinct(e.get("git_commit") for e in envs),
+        "commits": commits,
+        "provenance": provenance(commits),
         "devices": _distinct(e.get("device_name") or e.get("device") for e in envs),
         "steps": sorted({int(r.run.train["steps"]) for r in records}),
         "seeds": list(spec.seeds),
         "source": _rel_source(spec.source),
     }
+
+
+def provenance(commits: list[str]) -> str | None:
+    """None when every run was trained and scored by one clean commit; else the warning to print."""
+    dirty = [c for c in commits if c.endswith("+dirty") or c == "unknown"]
+    if len(commits) <= 1 and not dirty:
+        return None
+    parts = []
+    if len(commits) > 1:
+        parts.append(f"{len(commits)} commits ({', '.join(commits)})")
+    if dirty:
+        parts.append("uncommitted changes or no git (" + ", ".join(dirty) + ")")
+    return ("MIXED PROVENANCE: these runs were trained/scored by " + " and ".join(parts)
+            + "; regenerate from one clean commit before citing them")
 
 
 def _rel_source(source: str) -> str:
@@ -256,6 +277,12 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
              f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
              f"**Steps.** {', '.join(map(str, facts['steps']))} · "
              f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
+    if facts.get("provenance"):
+        md.write(f"> **⚠ {facts['provenance']}.**\n\n")
+    if not facts.get("as_written", True):
+        md.write("> **⚠ Trial results**: written under --set overrides that change the experiment "
+                 f"({', '.join(spec.overrides)}); CLAIMS.md does not count them.\n\n")
+    md.write(arms_table(spec, records))
     # one table per metric group, so that no table is wider than a screen; with no metric at all
     # (every run diverged, failed or pending) one table still counts the runs
     by_group = {g: [k for k in keys if info(k).group == g] for g in dict.fromkeys(info(k).group for k in keys)}
@@ -285,14 +312,43 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
         md.write("\n**Unavailable metrics** (value missing in some or all done runs):\n\n")
         for k, reasons in unavailable.items():
             md.write(f"- `{k}`: {'; '.join(reasons)}\n")
-    bad = [r for r in records if r.status in ("diverged", "failed")]
+    bad = [r for r in records if r.status in ("degenerate", "diverged", "failed")]
     if bad:
-        md.write("\n**Diverged / failed runs:**\n\n")
+        md.write("\n**Degenerate / diverged / failed runs** (excluded from every mean and comparison):\n\n")
         for r in bad:
             why = ((r.doc.get("train") or {}).get("reason") if r.status == "diverged"
+                   else "; ".join(r.doc["metrics"]["degenerate"].get("reasons") or []) if r.status == "degenerate"
                    else r.doc.get("error")) or "no reason recorded"
             md.write(f"- `{r.run.rel_dir.as_posix()}` {r.status}: {str(why).splitlines()[0]}\n")
     return md.getvalue()
+
+
+def _loss_text(loss: list[dict[str, Any]]) -> str:
+    terms = []
+    for t in loss:
+        extra = f" ({t['estimator']})" if t["name"] == "kl" and "estimator" in t else ""
+        terms.append(f"{t['weight']:g}·{t['name']}{extra}")
+    return " + ".join(terms)
+
+
+def arms_table(spec: AblationSpec, records: list[RunRecord]) -> str:
+    """What each arm is: model, bottleneck, parameters, loss (with the KL estimator), lr — so whatever
+    changes together with the arm's variable is shown beside the result."""
+    rows, seen = [], set()
+    for r in sorted(records, key=lambda r: (r.run.dataset, list(spec.arms).index(r.run.arm), r.run.seed)):
+        key = (r.run.arm, r.run.dataset)
+        if key in seen:
+            continue
+        seen.add(key)
+        ms = (r.doc or {}).get("metrics") or {}
+        shape = (ms.get("bottleneck") or {}).get("shape", "—")
+        params = (ms.get("params") or {}).get("value")
+        model = ", ".join(f"{k}={v}" for k, v in r.run.model.items() if k not in ("image_size",))
+        rows.append(f"| {r.run.arm} | {r.run.dataset} | {model} | {shape} | "
+                    f"{'—' if params is None else f'{params:,}'} | {_loss_text(r.run.loss)} | "
+                    f"{r.run.train['lr']:g} | {r.run.train['steps']} × {r.run.train['batch_size']} |")
+    return ("### Arms\n\n| arm | dataset | model | bottleneck C×h×w | params | loss | lr | steps × batch |\n"
+            "|---|---|---|---|--:|---|--:|---|\n" + "\n".join(rows) + "\n\n")
 
 
 CSV_FIELDS = ["ablation", "arm", "dataset", "seed", "hash8", "status", "metric", "value", "n", "split",
@@ -395,16 +451,21 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
 
 # --------------------------------------------------------------------------- entry point
 
-def write_tables(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path) -> Path:
+def write_tables(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path,
+                 *, results_name: str | None = None, as_written: bool = True) -> Path:
+    """Write results/<results_name or spec.name>/.  ``as_written=False`` marks results produced under
+    overrides that change the experiment: they are labelled as trials and CLAIMS.md ignores them."""
     runs_root, results_root = Path(runs_root), Path(results_root)
     records = collect(runs, runs_root)
-    out_dir = results_root / spec.name
+    out_dir = results_root / (results_name or spec.name)
     groups = groups_of(spec, records)
     keys, unavailable = metric_keys(records)
     all_keys = [k for k in list(CATALOGUE) + sorted(set(unavailable) - set(CATALOGUE))
                 if k in keys or k in unavailable]
     cells = cells_of(spec, groups, keys)
-    facts = header_facts(spec, records)
+    facts = {**header_facts(spec, records), "as_written": as_written, "overrides": list(spec.overrides)}
+    if facts["provenance"]:
+        print(f"warning: {spec.name}: {facts['provenance']}", file=sys.stderr)
 
     md = render_markdown(spec, records, groups, keys, cells, unavailable, facts)
     store.write_text(out_dir / "table.md", md)
@@ -439,14 +500,15 @@ def _copy_sheets(records: list[RunRecord], runs_root: Path, out_dir: Path) -> st
     lines = []
     for r in sorted(records, key=lambda r: (r.run.dataset, r.run.arm, r.run.seed)):
         key = (r.run.arm, r.run.dataset)
-        if r.status != "done" or key in seen:
+        if r.status not in ("done", "degenerate") or key in seen:
             continue
         seen.add(key)
         for kind in ("recon", "samples"):
             src = runs_root / r.run.rel_dir / f"{kind}.png"
             if src.exists():
                 store.write_bytes(out_dir / "sheets" / f"{r.run.arm}-{r.run.dataset}-{kind}.png", src.read_bytes())
-        lines.append(f"| {r.run.arm} | {r.run.dataset} (seed {r.run.seed}) | "
+        flag = " ⚠ degenerate" if r.status == "degenerate" else ""
+        lines.append(f"| {r.run.arm} | {r.run.dataset} (seed {r.run.seed}){flag} | "
                      f"![recon](sheets/{r.run.arm}-{r.run.dataset}-recon.png) | "
                      f"![samples](sheets/{r.run.arm}-{r.run.dataset}-samples.png) |")
     if not lines:
@@ -465,7 +527,7 @@ def write_index(results_root: Path) -> Path:
         c = s["counts"]
         status = f"{c['done']}/{s['planned']} done" + "".join(
             f", {c[k]} {k}" for k in ("diverged", "failed", "pending") if c.get(k))
-        name = s["ablation"]
+        name = p.parent.name
         figs = " · ".join(f"[{Path(f['file']).stem}]({name}/{f['file']})" for f in s.get("figures", []))
         rows.append(f"| [{name}]({name}/README.md) | {s['question']} | {', '.join(s['claims']) or '—'} | "
                     f"{status} | {s.get('last_update') or '—'} | [md]({name}/table.md) · [csv]({name}/table.csv)"

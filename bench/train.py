@@ -9,7 +9,6 @@ so a killed run resumes to the same weights as an uninterrupted one (on the same
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -22,8 +21,8 @@ import torch
 from bench import data as data_mod
 from bench import store
 from bench.config import RunSpec
+from bench.runtime import autocast, build_model, resolve_device
 from losses import Objective
-from models import MODELS
 
 CKPT_VERSION = 1
 
@@ -36,30 +35,6 @@ class TrainResult:
     train_images_per_s: float | None = None
     wall_s: float = 0.0
     resumed_from: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from bench.errors import BenchError
-        raise BenchError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
-def build_model(run: RunSpec, device: torch.device) -> torch.nn.Module:
-    args = {k: v for k, v in run.model.items() if k != "name"}
-    model = MODELS.build(run.model["name"], args).to(device)
-    if device.type == "cuda" and run.train["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _autocast(device: torch.device, enabled: bool):
-    # bf16 autocast only on CUDA: on the CPU it is slower for convs and changes numerics.
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
@@ -111,7 +86,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
     with open(run_dir / store.LOG, "a") as log:
         while step < steps:
             x = batches.next()                                 # (B, 3, H, W) float in [0, 1]
-            with _autocast(device, cfg["amp"]):
+            with autocast(device, cfg["amp"]):
                 out = step_fn(x, generator=noise)
                 total, terms = objective(x, out, model, step)
             opt.zero_grad(set_to_none=True)

@@ -62,6 +62,65 @@ def test_shapes_train_test_disjoint():
     assert torch.cdist(train.float(), test.float()).min() > 0
 
 
+def test_shapes_labels_and_prefix_params():
+    raw = D.shapes("train", n_train=500)
+    assert raw.labels.min() >= 0 and raw.labels.max() < len(D.SHAPE_KINDS)
+    assert (torch.bincount(raw.labels, minlength=5) > 50).all()  # every class present
+    # per-image parameters are drawn before the noise, so the labels of a prefix agree
+    assert torch.equal(D.shapes("train", n_train=100).labels, raw.labels[:100])
+
+
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, H, W) Rec. 601 luma in [0, 1]."""
+    x = images.float() / 255
+    return 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+
+
+def _power_spectrum_exponent(images: torch.Tensor) -> float:
+    """a in P(f) ~ 1/f**a: least-squares slope of the log radially averaged luma power spectrum
+    (mean over images) against log f, f = 1 .. S/2 cycles per image."""
+    y = _luma(images)
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    size = y.shape[-1]
+    power = torch.fft.fft2(y).abs().square().mean(0)  # (S, S)
+    f = torch.fft.fftfreq(size) * size
+    radius = torch.sqrt(f.view(-1, 1) ** 2 + f.view(1, -1) ** 2).round()
+    ks = torch.arange(1, size // 2 + 1, dtype=torch.float32)
+    radial = torch.stack([power[radius == k].mean() for k in ks])
+    design = torch.stack([torch.ones_like(ks), ks.log()], 1)
+    slope = torch.linalg.lstsq(design, radial.log().unsqueeze(1)).solution[1, 0]
+    return -float(slope)
+
+
+def _local_luma_std(images: torch.Tensor) -> torch.Tensor:
+    """(N, H-2, W-2) standard deviation of luma in every 3x3 neighbourhood."""
+    y = _luma(images).unsqueeze(1)
+    mean = torch.nn.functional.avg_pool2d(y, 3, stride=1)
+    mean_sq = torch.nn.functional.avg_pool2d(y * y, 3, stride=1)
+    return (mean_sq - mean * mean).clamp_min(0).sqrt().squeeze(1)
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_shapes_have_natural_image_statistics(size):
+    """Textured mid-tone images, not flat colour: the bounds sit between the former flat-colour
+    shapes (luma std 0.09, 72% of 3x3 patches flat, HSV saturation 0.67) and real photos
+    (CIFAR-10 test: luma std 0.20, 2% flat, saturation 0.27, power exponent 2.8)."""
+    images = D.shapes("test", size=size, n_test=400 if size == 32 else 64).images
+    spatial_std = _luma(images).std(dim=(-2, -1))  # (N,)
+    assert spatial_std.mean() > 0.11 and spatial_std.min() > 0.02
+    local = _local_luma_std(images)
+    assert (local < 1 / 255).float().mean() < 0.05  # almost no flat 3x3 patch anywhere
+    assert local.flatten(1).median(1).values.mean() > 0.015  # per-pixel detail (CIFAR-10: 0.055)
+    # natural images: power ~ 1/f^a with a around 2 (sharp-edged flat regions fall faster)
+    assert 1.5 < _power_spectrum_exponent(images) < 3.0
+    # mid-tone colours: moderate saturation, few clipped channel values
+    x = images.float() / 255
+    top, bottom = x.max(1).values, x.min(1).values
+    saturation = ((top - bottom) / top.clamp_min(1e-6)).mean()
+    assert 0.15 < saturation < 0.5
+    assert ((images <= 2) | (images >= 253)).float().mean() < 0.02
+
+
 # ----------------------------------------------------------------------------- cifar10 pickles
 
 def write_cifar(root: Path, n_per_batch: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -247,9 +306,10 @@ def test_limit_and_holdout(tmp_path):
     base = dict(source="imagefolder", root=str(tmp_path), resolution=8)
     with pytest.raises(DataError, match="missing split folder"):
         D.load(D.DataSpec(**base), "test")
-    spec = D.DataSpec(**base, holdout=0.25)
+    spec = D.DataSpec(**base, holdout=0.3)
     train, test = D.load(spec, "train"), D.load(spec, "test")
-    assert len(train) == 15 and len(test) == 5
+    assert len(train) == 14 and len(test) == 6
+    assert torch.bincount(test.labels).tolist() == [3, 3]   # the same fraction of every class
     all_rows = {bytes(x.numpy()) for x in torch.cat([train.images, test.images])}
     assert len(all_rows) == 20  # disjoint and complete
     small = D.load(D.DataSpec(**base, limit_train=4), "train")

@@ -55,6 +55,7 @@ class FakeFidelity:
     def fid_kid(self, fake, real, *, real_key, device, kid_subset_size=None):
         from bench.scoring import metric
         self.seen.setdefault("fid", []).append((fake.shape, real.shape, real_key))
+        self.seen.setdefault("kid_subset", []).append(kid_subset_size)
         return metric(1.0, n=len(fake), split=real_key["split"]), metric(0.1, n=len(fake), split=real_key["split"])
 
     def lpips_metric(self, x, r, *, net="alex", device="cpu", split="test"):
@@ -100,6 +101,10 @@ def test_score_produces_every_weight_free_key_with_protocol(trained, scored):
             assert field in m[k], (k, field)
     assert m["recon_ssim"]["n"] == 32 and m["recon_ssim"]["split"] == "test"
     assert m["train_recon_mse"]["split"] == "train" and m["train_recon_mse"]["n"] == 32
+    # every record of an image set names it: rule, size and a hash of the indices
+    for k in ("recon_ssim", "train_recon_mse", "sample_colour_dist", "checkerboard"):
+        assert m[k]["index_sha256"] and m[k]["n_selected"] and "selection" in m[k], k
+    assert m["train_recon_mse"]["index_sha256"] != m["recon_ssim"]["index_sha256"]
     assert m["recon_gap"]["value"] == pytest.approx(m["recon_mse"]["value"] - m["train_recon_mse"]["value"])
     assert m["sample_colour_dist"]["n"] == 16 and m["sample_colour_dist"]["n_real"] == 16
     assert 0 < m["recon_ms_ssim"]["value"] <= 1 and m["recon_ms_ssim"]["scales"] == 2
@@ -110,34 +115,39 @@ def test_score_produces_every_weight_free_key_with_protocol(trained, scored):
     assert m["peak_memory_mb"]["value"] is None and "CUDA" in m["peak_memory_mb"]["unavailable"]
     assert (run_dir / "recon.png").exists() and (run_dir / "samples.png").exists()
 
-    # fidelity: samples (16) vs the first 16 test images; recon vs all 32 test images, uint8
+    # fidelity: n_fid defaults to max(n_samples, n_test) capped at n_test = 32 stratified test images;
+    # samples: the first 16 (i.i.d.); recon pairs: the same 32 images
     for k in FIDELITY:
-        assert m[k]["value"] is not None and "seed" in m[k], k
+        assert m[k]["value"] is not None and "seed" in m[k] and "index_sha256" in m[k], k
     (s_fake, s_real, s_key), (r_fake, r_real, r_key) = seen["fid"]
-    assert s_fake[0] == 16 and s_real[0] == 16 and s_key["n"] == 16
+    assert s_fake[0] == 16 and s_real[0] == 32 and s_key["n"] == 32 and s_key["index_sha256"]
     assert r_fake[0] == 32 and r_real[0] == 32 and r_key["split"] == "test"
+    assert seen["kid_subset"] == [16, 16]                       # KID subsets smaller than the set
     assert all(a == b == torch.uint8 and same for a, b, same in seen["lpips"])
 
 
-def test_missing_fidelity_module_gives_unavailable_records(monkeypatch):
+def _fidelity(trained):
     from bench import scoring
+    run, _, _ = trained
+    sets = scoring.eval_sets(run)
+    u8 = torch.zeros(32, 3, 32, 32, dtype=torch.uint8)
+    return scoring._fidelity_metrics(u8, u8, sets, run, torch.device("cpu"),
+                                     {"seed": 0, "device": "cpu", "resolution": 32}, True)
+
+
+def test_missing_fidelity_module_gives_unavailable_records(trained, monkeypatch):
     _install(monkeypatch, None)                    # `from bench.metrics import fidelity` raises
-    u8 = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
-    out = scoring._fidelity_metrics(u8, u8, u8, 4, {"split": "test"}, torch.device("cpu"),
-                                    {"seed": 0, "device": "cpu"}, True)
+    out = _fidelity(trained)
     assert set(out) == set(FIDELITY)
     for k in FIDELITY:
         assert out[k]["value"] is None and out[k]["unavailable"].startswith("fidelity metrics not installed"), k
 
 
-def test_failing_fidelity_call_is_recorded_not_raised(monkeypatch):
-    from bench import scoring
+def test_failing_fidelity_call_is_recorded_not_raised(trained, monkeypatch):
     fake = FakeFidelity()
     fake.fid_kid = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("inception exploded"))
     _install(monkeypatch, fake)
-    u8 = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
-    out = scoring._fidelity_metrics(u8, u8, u8, 4, {"split": "test"}, torch.device("cpu"),
-                                    {"seed": 0, "device": "cpu"}, True)
+    out = _fidelity(trained)
     assert "inception exploded" in out["fid_samples"]["unavailable"] and out["lpips"]["value"] == 0.3
 
 

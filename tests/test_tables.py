@@ -33,9 +33,10 @@ arms:
 # arm -> per-seed values; None = diverged run
 SSIM = {"mse": [0.60, 0.62, 0.61], "ssim": [0.80, 0.82, 0.79], "ssim_colour": [0.61, 0.63, None]}
 COLOUR = {"mse": [0.10, 0.11, 0.12], "ssim": [0.20, 0.21, 0.19], "ssim_colour": [0.05, 0.06, None]}
+CHROMA = {"mse": [0.30, 0.31, 0.32], "ssim": [0.20, 0.21, 0.19], "ssim_colour": [0.05, 0.06, None]}
 
 
-def _write_runs(tmp_path, ssim=SSIM, colour=COLOUR):
+def _write_runs(tmp_path, ssim=SSIM, colour=COLOUR, chroma=CHROMA):
     p = tmp_path / "fake.yaml"
     p.write_text(FAKE)
     spec = config.load(p)
@@ -53,6 +54,8 @@ def _write_runs(tmp_path, ssim=SSIM, colour=COLOUR):
                    "metrics": {
                        "recon_ssim": {"value": v, "n": 40, "split": "test"},
                        "recon_colour_dist": {"value": colour[run.arm][run.seed], "n": 40, "split": "test"},
+                       "recon_chroma_error": {"value": chroma[run.arm][run.seed], "n": 40, "split": "test"},
+                       "kid_samples": {"value": 1.0 - v, "n": 40, "split": "test"},
                        "params": {"value": 1234.0, "n": 1, "split": "-"},
                        "train_images_per_s": {"value": 100.0 + 10 * run.seed + len(run.arm), "n": 1, "split": "train"},
                        "fid_samples": {"value": None, "unavailable": "Inception weights not found"}}}
@@ -96,7 +99,10 @@ def test_welch_matches_scipy_and_marks_significance_only_below_alpha():
 # --------------------------------------------------------------------------- tables
 
 def _row(text, arm):
-    return next(line for line in text.splitlines() if line.startswith(f"| {arm} | shapes |"))
+    """The arm's row in the first metric table (the Arms table above it describes the arms)."""
+    lines = text.splitlines()
+    start = lines.index("### Reconstruction quality")
+    return next(line for line in lines[start:] if line.startswith(f"| {arm} | shapes |"))
 
 
 def test_significance_mark_and_bold_only_outside_the_noise(fake):
@@ -123,7 +129,8 @@ def test_csv_is_tidy_and_reproduces_markdown_cells(fake):
     spec, runs, _, results, text = fake
     rows = list(csv.DictReader((results / "fake/table.csv").open()))
     metrics = {r["metric"] for r in rows}
-    assert metrics == {"recon_ssim", "recon_colour_dist", "params", "train_images_per_s", "fid_samples"}
+    assert metrics == {"recon_ssim", "recon_colour_dist", "recon_chroma_error", "kid_samples", "params",
+                       "train_images_per_s", "fid_samples"}
     assert len(rows) == len(runs) * len(metrics)
     assert {(r["arm"], r["seed"], r["metric"]) for r in rows}.__len__() == len(rows)
     for arm in SSIM:
@@ -167,20 +174,40 @@ def test_claims_report_verdicts_and_not_run(fake):
     text = (results / "CLAIMS.md").read_text()
     assert "**Verdict rule.**" in text.split("| claim |")[0] and "Welch" in text.split("| claim |")[0]
     line = {c: next(l for l in text.splitlines() if l.startswith(f"| [{c}]")) for c in claims.CLAIMS}
-    assert "**supported**" in line["C1"]            # ssim >> mse on recon SSIM; FID not measured
-    assert "**supported**" in line["C3"]            # ssim_colour colour distance << ssim
+    assert "**supported**" in line["C1"]            # ssim << mse on KID; recon SSIM shown, not counted
+    assert "**supported**" in line["C3"]            # ssim_colour chroma error << ssim
     for c in ("C2", "C4", "C5", "C6", "C7", "C9", "C10", "C11"):
         assert "**not run**" in line[c], c
-    assert "not measured" in text                   # fid_samples listed, not counted
+    assert "not measured" in text                   # st_lpips etc. listed, not counted
+    assert "shown, not counted" in text             # recon SSIM: the SSIM arm is trained on it
     index = (results / "README.md").read_text()
     assert "[fake](fake/README.md)" in index and "8/9 done, 1 diverged" in index
 
 
 def test_claim_contradicted_when_opposite_is_significant(tmp_path):
     flipped = {"mse": [0.80, 0.82, 0.79], "ssim": [0.60, 0.62, 0.61], "ssim_colour": [0.6, 0.6, 0.61]}
-    spec, runs, root = _write_runs(tmp_path, ssim=flipped)
+    chroma = {"mse": [0.1, 0.11, 0.12], "ssim": [0.3, 0.31, 0.32], "ssim_colour": [0.3, 0.3, 0.3]}
+    spec, runs, root = _write_runs(tmp_path, ssim=flipped, chroma=chroma)
     tables.write_tables(spec, runs, root, tmp_path / "results")
     text = (tmp_path / "results/CLAIMS.md").read_text()
     assert "**contradicted**" in next(l for l in text.splitlines() if l.startswith("| [C1]"))
     outs = claims.evaluate(claims.CLAIMS["C1"], store.read_json(tmp_path / "results/fake/summary.json"))
-    assert [o.score for o in outs if o.check.metric == "recon_ssim"] == [-1]
+    assert [o.score for o in outs if o.check.metric == "kid_samples"] == [-1]
+    assert [o.score for o in outs if o.check.metric == "recon_ssim"] == [None]     # shown, not counted
+
+
+def test_degenerate_runs_are_flagged_and_never_compared(tmp_path):
+    spec, runs, root = _write_runs(tmp_path)
+    flat = next(r for r in runs if r.arm == "ssim" and r.seed == 0)
+    doc = store.read_json(root / flat.rel_dir / "metrics.json")
+    doc["metrics"]["degenerate"] = {"value": 1, "n": 40, "split": "test",
+                                    "reasons": ["samples: 100% of images are flat"]}
+    store.write_json(root / flat.rel_dir / "metrics.json", doc)
+    text = tables.write_tables(spec, runs, root, tmp_path / "results").read_text()
+    row = _row(text, "ssim")
+    assert "1/3 degenerate ⚠" in row and "0.805" in row       # mean of the two real models (0.82, 0.79)
+    assert "100% of images are flat" in text
+    summary = store.read_json(tmp_path / "results/fake/summary.json")
+    group = next(g for g in summary["groups"] if g["arm"] == "ssim")
+    assert group["counts"]["degenerate"] == 1 and len(group["metrics"]["recon_ssim"]["values"]) == 2
+    assert "1 degenerate" in (tmp_path / "results/CLAIMS.md").read_text()

@@ -3,6 +3,7 @@ resumes to the identical result after an interruption, and records divergence.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,9 @@ def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
 
     table = tables.write_tables(spec, runs, tmp_path / "runs", tmp_path / "results")
     text = table.read_text()
-    assert "| mse | shapes | 2/2 done |" in text and "| ssim | shapes | 2/2 done |" in text
+    # 8 steps: the runs may be flagged degenerate (posterior collapse), but they are all counted
+    for arm in ("mse", "ssim"):
+        assert re.search(rf"\| {arm} \| shapes \| (2/2 done|[01]/2 done, [12]/2 degenerate ⚠) \|", text), arm
     assert (tmp_path / "results/tiny/table.csv").exists()
     assert (tmp_path / "results/tiny/sheets/ssim-shapes-samples.png").exists()
 

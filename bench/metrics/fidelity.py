@@ -1,7 +1,7 @@
 """Metrics that need pretrained networks: FID/KID (Inception), LPIPS, shift-tolerant LPIPS.
 
 Inputs are uint8 (N, 3, H, W) CPU tensors.  Every function returns metric records
-(``bench.scoring.metric`` / ``unavailable``) carrying their protocol: extractor, weights path
+(``bench.metrics.records.metric`` / ``unavailable``) carrying their protocol: extractor, weights path
 + sha256 + provenance, resize, library versions, device.  Missing or corrupt weights give an
 ``unavailable`` record with the reason -- never a crash of the sweep, never a made-up number.
 
@@ -30,7 +30,7 @@ import torch
 
 from bench import store, weights
 from bench.errors import WeightsError
-from bench.scoring import metric, unavailable
+from bench.metrics.records import metric, unavailable
 
 FEATURE_LAYER = "2048"
 RESIZE = "torch-fidelity TF1-compatible bilinear to 299x299"
