@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,7 +362,11 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
          "torch": torch.__version__, "threads": torch.get_num_threads()}
     flops, how = cost.forward_flops_per_image(model, res)
     bs = run.train["batch_size"]
+    load_before = os.getloadavg()[0]
     ips, peak_mb = _train_step_cost(run, model, sets, device)
+    # Other processes on the machine slow an isolated measurement too: record the load around it
+    c["load_1min"] = round(max(load_before, os.getloadavg()[0]), 2)
+    c["machine_busy"] = device.type == "cpu" and c["load_1min"] > (os.cpu_count() or 1) + 0.5
     iso = {"batch_size": bs, "warmup": COST_WARMUP, "repeats": COST_REPEATS, "amp": run.train["amp"],
            "method": "isolated: median of single training steps (forward, loss, backward, Adam) on a "
                      "copy of the trained model, one fixed batch, after training", **c}
