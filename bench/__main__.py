@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     sub.add_parser("list", help="list registered models, losses and data sources")
+    p = sub.add_parser("interpolate", help="walk a finished run's latent space between two classes (C11): "
+                                           "sheets, cross-fade baseline, ranked gallery, metrics.json")
+    p.add_argument("run_dir", type=Path, help="a finished run, runs/<ablation>/<arm>/<dataset>/s<seed>-<hash8>")
+    p.add_argument("--from", dest="from_cls", required=True, help="class of the first endpoint, e.g. horse")
+    p.add_argument("--to", dest="to_cls", required=True, help="class of the second endpoint, e.g. bird")
+    p.add_argument("--pairs", type=int, default=16, help="held-out pairs (default 16)")
+    p.add_argument("--steps", type=int, default=9, help="frames per path incl. both ends (default 9)")
+    p.add_argument("--seed", type=int, default=0, help="pair seed; the same for every run (default 0)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--no-kid", action="store_true", help="skip KID of the midpoints (Inception)")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
     from bench import weights
     weights.add_parser(sub)
     p = sub.add_parser("data", help="dataset utilities")
@@ -161,6 +172,17 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_interpolate(args) -> int:
+    from bench import pegasus
+
+    out, ev = pegasus.interpolate(args.run_dir, args.from_cls, args.to_cls, pairs=args.pairs, steps=args.steps,
+                                  seed=args.seed, device=args.device, kid=not args.no_kid,
+                                  progress=not args.no_progress)
+    print(pegasus.summary(ev))
+    print(out)
+    return 0
+
+
 def cmd_list(args) -> int:
     from bench.data import SOURCES
     from losses import LOSSES
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "score": cmd_score, "list": cmd_list,
                 "data": cmd_data,
-                "weights": _weights_cli}[args.cmd](args)
+                "weights": _weights_cli, "interpolate": cmd_interpolate}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -98,7 +98,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           (_check("recon_gap", "horse_bird", "full", "higher"), _check("kid_samples", "horse_bird", "full", "higher")),
           "both arms are scored on the same held-out horse + bird images (eval.classes)."),
     Claim("C11", "Latent interpolation produces hybrid (winged-horse) images", (), (),
-          "decided by `python -m bench interpolate` metrics once the pegasus ablation has run."),
+          "measured by `python -m bench interpolate RUN_DIR --from horse --to bird` (hybrid score, path length, midpoint realism vs the pixel cross-fade); no verdict until the STL-10 runs exist and a pegasus ablation aggregates them."),
 ]}
 
 RULE = f"""\

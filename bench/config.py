@@ -153,6 +153,9 @@ class EvalSpec(_Strict):
     # Score every arm on the held-out images of these classes (e.g. [horse, bird] for C10, so the
     # full-data arm and the horse+bird arm meet on the same images); None = the run's own test set.
     classes: list[str] | None = None
+    # Latent interpolation metrics between two classes of a labelled dataset (C11), e.g. [horse, bird]:
+    # hybrid score, path length and midpoint realism vs the pixel cross-fade (bench/pegasus.py).
+    pegasus: list[str] | None = pydantic.Field(None, min_length=2, max_length=2)
 
 
 class ArmSpec(_Strict):
@@ -472,6 +475,9 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
                               lambda k: (("arms", arm_name, "train") + k, ("defaults", "train") + k))
             ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval),
                            lambda k: (("arms", arm_name, "eval") + k, ("defaults", "eval") + k))
+            if ev["pegasus"] is not None:
+                _check_eval_classes(ev["pegasus"], ds, lambda k: (("arms", arm_name, "eval") + k,
+                                                                  ("defaults", "eval") + k), key="pegasus")
             if ev["classes"] is not None:
                 _check_eval_classes(ev["classes"], ds, lambda k: (("arms", arm_name, "eval") + k,
                                                                   ("defaults", "eval") + k))
@@ -483,19 +489,20 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
     return runs
 
 
-def _check_eval_classes(classes: list[str], ds, candidates) -> None:
-    """eval.classes must be known to the dataset and, for a class-subset arm, inside its subset."""
+def _check_eval_classes(classes: list[str], ds, candidates, key: str = "classes") -> None:
+    """eval.classes / eval.pegasus must name distinct classes the dataset knows (for eval.classes
+    on a class-subset arm: inside its subset; the pegasus walk uses the held-out split's classes)."""
     from bench import data as data_mod
 
     if not classes or len(set(classes)) != len(classes):
-        raise _RunError("must name distinct classes (or be omitted)", *candidates(("classes",)))
+        raise _RunError("must name distinct classes (or be omitted)", *candidates((key,)))
     try:
         if ds.source in data_mod.KNOWN_CLASSES:
             data_mod._check_classes(classes, data_mod.KNOWN_CLASSES[ds.source])
-        if ds.classes is not None:
+        if ds.classes is not None and key == "classes":
             data_mod._check_classes(classes, ds.classes)
     except ConfigError as exc:
-        raise _RunError(exc.message, *candidates(("classes",))) from None
+        raise _RunError(exc.message, *candidates((key,))) from None
 
 
 def _validate(model: type[_Strict], raw: dict, candidates) -> dict:

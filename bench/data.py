@@ -44,7 +44,7 @@ from bench.subsets import stratified
 
 SOURCES = Registry("data source")
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 SHAPE_KINDS = ["circle", "square", "triangle", "ring", "star"]
@@ -202,7 +202,15 @@ def _shape_sdf(kind: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 _SHAPE_LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights, to keep objects visible
 # chroma offsets of the background's two low-frequency colour fields: red-green, yellow-blue
-_SHAPE_CHROMA = ((0.035, -0.035, 0.0), (0.0175, 0.0175, -0.035))
+_SHAPE_CHROMA = ((0.04, -0.04, 0.0), (0.02, 0.02, -0.04))
+# background families, as in outdoor photos: hue centre, hue spread, value range, amplitude exponent
+# of the luma texture.  Colour goes with brightness and texture (bright smooth blue sky, dark
+# rough green foliage), so a model that reconstructs structure can also predict the colour.
+_SHAPE_SCENES = (
+    (0.07, 0.05, 0.35, 0.75, 1.3),  # earth, sand, wood: warm, medium texture
+    (0.28, 0.08, 0.25, 0.60, 0.8),  # foliage: green, darker, rough (power ~ 1/f^1.6)
+    (0.58, 0.06, 0.60, 0.90, 2.0),  # sky, water: blue, bright, smooth (power ~ 1/f^4)
+)
 _SHAPE_TEXTURES = 4  # object surfaces: stripes, checks, spots, pink noise
 
 
@@ -286,10 +294,11 @@ def shapes(split: str, size: int = 32, n_train: int = 4000, n_test: int = 1000,
     """Embedded procedural dataset (no files needed): one labelled object (SHAPE_KINDS) per image.
 
     Built to have natural-image statistics rather than flat colour, so every reconstruction loss
-    has local structure to fit: a background of two related mid-tone colours blended along a
-    gradient, with 1/f ("pink") luma texture and slow chroma drift; the object in a contrasting
-    colour with a surface texture (stripes, checks, spots or pink grain), shaded by one light
-    per image (lit side, darker rim, optional highlight) and casting a soft shadow.
+    has local structure to fit: a background from one of three scene families (earth, foliage,
+    sky; ``_SHAPE_SCENES``) as two related mid-tone colours blended along a gradient, with 1/f
+    ("pink") luma texture and slow chroma drift; the object in a contrasting colour with a
+    surface texture (stripes, checks, spots or pink grain), shaded by one light per image (lit
+    side, darker rim, optional highlight) and casting a soft shadow.
     """
     if split not in ("train", "test"):
         raise MissingSplit(f"shapes: unknown split {split!r} (expected 'train' or 'test')")
@@ -306,24 +315,26 @@ def shapes(split: str, size: int = 32, n_train: int = 4000, n_test: int = 1000,
     r = rand(n, lo=0.2, hi=0.38)
     # mid-tone palette (saturation and value away from 0 and 1, as in photographs): flat dark
     # saturated channels give SSIM's luminance term vanishing gradients
-    hue = rand(n)
-    bg1 = _hsv_to_rgb(hue, rand(n, lo=0.1, hi=0.5), rand(n, lo=0.3, hi=0.8))
-    bg2 = _hsv_to_rgb((hue + rand(n, lo=-0.15, hi=0.15)) % 1, rand(n, lo=0.1, hi=0.5),
-                      rand(n, lo=0.25, hi=0.85))
-    fg = _hsv_to_rgb((hue + rand(n, lo=0.2, hi=0.8)) % 1, rand(n, lo=0.3, hi=0.75),
+    scene = torch.tensor(_SHAPE_SCENES)[torch.randint(len(_SHAPE_SCENES), (n,), generator=g)]
+    centre, spread, v_lo, v_hi, exponent = scene.unbind(1)  # (n,) each
+    hue = (centre + spread * rand(n, lo=-1.0)) % 1
+    bg1 = _hsv_to_rgb(hue, rand(n, lo=0.15, hi=0.55), v_lo + (v_hi - v_lo) * rand(n))
+    bg2 = _hsv_to_rgb((hue + rand(n, lo=-0.1, hi=0.1)) % 1, rand(n, lo=0.15, hi=0.55),
+                      v_lo + (v_hi - v_lo) * rand(n))
+    fg = _hsv_to_rgb((hue + rand(n, lo=0.25, hi=0.75)) % 1, rand(n, lo=0.3, hi=0.7),
                      rand(n, lo=0.35, hi=0.9))
     luma = torch.tensor(_SHAPE_LUMA)
     bg_luma = (bg1 + bg2) @ luma / 2
-    close = ((fg @ luma) - bg_luma).abs().unsqueeze(1) < 0.15  # keep the object visible
+    close = ((fg @ luma) - bg_luma).abs().unsqueeze(1) < 0.1  # keep the object visible
     lifted = torch.where(bg_luma.unsqueeze(1) > 0.5, fg * 0.55, fg + (1 - fg) * 0.5)
     fg = torch.where(close, lifted, fg)
     params = {
         "r": r, "cx": rand(n, lo=r, hi=1 - r), "cy": rand(n, lo=r, hi=1 - r),
         "rot": rand(n, hi=2 * np.pi), "angle": rand(n, hi=2 * np.pi),
         "light": rand(n, hi=2 * np.pi), "bg1": bg1, "bg2": bg2, "fg": fg,
-        "bg_texture": rand(n, lo=0.08, hi=0.25),
-        # amplitude exponents: bg luma ~1.0-1.5 (power ~1/f^2-1/f^3), chroma smooth, grain finer
-        "exponent": torch.stack([rand(n, lo=1.0, hi=1.5), torch.full((n,), 2.0),
+        "bg_texture": rand(n, lo=0.1, hi=0.3),
+        # amplitude exponents (power ~ 1/f^(2 x)): bg luma by scene, chroma smooth, grain finer
+        "exponent": torch.stack([exponent + rand(n, lo=-0.15, hi=0.15), torch.full((n,), 2.0),
                                  torch.full((n,), 2.0), rand(n, lo=0.7, hi=1.2)], 1),
         "tex_kind": torch.randint(_SHAPE_TEXTURES, (n,), generator=g),
         "tex_amp": rand(n, lo=0.08, hi=0.25), "tex_freq": rand(n, lo=0.6, hi=1.4),  # per radius

@@ -24,7 +24,6 @@ fidelity (pretrained networks, guarded: a missing network gives ``unavailable`` 
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import time
@@ -35,11 +34,14 @@ from typing import Any, Callable
 import torch
 
 from bench import data as data_mod
-from bench import store, subsets
+from bench import pegasus, store, subsets
 from bench.config import RunSpec
+from bench.errors import BenchError
 from bench.metrics import cost, quality
 from bench.metrics.records import metric, unavailable
 from bench.runtime import autocast, load_run_model, resolve_device
+from bench.sheets import interleave_rows, save_grid
+from bench.subsets import kid_subset_size
 
 AU_THRESHOLD = 0.01   # Burda et al. (2016): a latent unit is active if Cov_x(E[z|x]) > 0.01
 KL_COLLAPSE_NATS = 0.5  # a mean KL below this per image means the posterior ignores x
@@ -83,28 +85,6 @@ def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def active_units(mu_all: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
     """Number of latent dims whose posterior mean varies across the data (variance > threshold)."""
     return int((mu_all.float().var(0) > threshold).sum())
-
-
-# --------------------------------------------------------------------------- image sheets
-
-def save_grid(path: Path, images: torch.Tensor, nrow: int) -> None:
-    """Write a PNG grid of (N, 3, H, W) images in [0, 1], atomically."""
-    import torchvision
-    from PIL import Image
-
-    grid = torchvision.utils.make_grid(images.float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    store.write_bytes(path, buf.getvalue())
-
-
-def _interleave_rows(a: torch.Tensor, b: torch.Tensor, nrow: int) -> torch.Tensor:
-    """Rows of ``a`` followed by the matching rows of ``b`` (originals above reconstructions)."""
-    rows = []
-    for i in range(0, len(a), nrow):
-        rows += [a[i:i + nrow], b[i:i + nrow]]
-    return torch.cat(rows)
 
 
 # --------------------------------------------------------------------------- evaluation sets
@@ -211,6 +191,7 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
     enabled = fidelity and run.eval.get("fidelity", True)
     metrics.update(timed("fidelity", lambda: _fidelity_metrics(
         samples_u8, recon_u8, sets, run, device, base, enabled)))
+    metrics.update(timed("pegasus", lambda: _pegasus_metrics(model, run, device, base)))
     timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval["sheet"]))
     metrics["scoring_s"] = metric(round(sum(timing.values()), 3), n=1, split="-", breakdown=timing,
                                   device=str(device))
@@ -447,11 +428,6 @@ def _mfu(flops: int, ips: float, device: torch.device, c: dict[str, Any]) -> dic
 
 # --------------------------------------------------------------------------- fidelity (guarded)
 
-def kid_subset_size(n: int, requested: int | None = None) -> int:
-    """KID subset size: half the set (at most 1000) so subsets differ and kid_std means something."""
-    return max(2, min(requested or min(1000, n // 2), n))
-
-
 def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: EvalSets, run: RunSpec,
                       device: torch.device, base: dict[str, Any], enabled: bool) -> dict[str, Any]:
     """fid_samples, kid_samples, fid_recon, lpips, st_lpips — or ``unavailable`` records."""
@@ -497,10 +473,21 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: Ev
     return out
 
 
+def _pegasus_metrics(model, run: RunSpec, device, base) -> dict[str, Any]:
+    """Latent interpolation metrics between ``eval.pegasus`` classes (C11), or why they are missing."""
+    pair = run.eval.get("pegasus")
+    if not pair:
+        return {}
+    try:
+        return pegasus.pegasus_metrics(model, run, device, pair[0], pair[1])
+    except BenchError as exc:      # e.g. an unlabelled held-out split: recorded, the sweep goes on
+        return {k: unavailable(str(exc), **base) for k in pegasus.metric_keys()}
+
+
 def _write_sheets(run_dir: Path, sets: EvalSets, recon_u8, samples_u8, k: int) -> None:
     """Originals above reconstructions (a class-stratified handful), and the first prior samples."""
     nrow = max(4, int(math.sqrt(k)))
     pos = sets.sheet_pos.indices
-    save_grid(run_dir / "recon.png", _interleave_rows(data_mod.to_float(sets.test[pos]),
+    save_grid(run_dir / "recon.png", interleave_rows(data_mod.to_float(sets.test[pos]),
                                                       data_mod.to_float(recon_u8[pos]), nrow), nrow)
     save_grid(run_dir / "samples.png", data_mod.to_float(samples_u8[:k]), nrow)

@@ -96,3 +96,8 @@ def _quotas(sizes: list[int], n: int, g: torch.Generator) -> list[int]:
             left -= take
         open_ = [i for i in open_ if quota[i] < sizes[i]]
     return quota
+
+
+def kid_subset_size(n: int, requested: int | None = None) -> int:
+    """KID subset size: half the set (at most 1000) so subsets differ and kid_std means something."""
+    return max(2, min(requested or min(1000, n // 2), n))

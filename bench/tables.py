@@ -183,6 +183,7 @@ def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]
     scored = [(r.doc.get("scored") or {}).get("git_commit") for r in finished if r.status != "diverged"]
     commits = _distinct([e.get("git_commit") for e in envs] + scored)
     return {
+        "compute": compute_time(finished),
         "commits": commits,
         "provenance": provenance(commits),
         "devices": _distinct(e.get("device_name") or e.get("device") for e in envs),
@@ -190,6 +191,13 @@ def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]
         "seeds": list(spec.seeds),
         "source": _rel_source(spec.source),
     }
+
+
+def compute_time(records: list[RunRecord]) -> dict[str, float]:
+    """Seconds spent training and scoring the finished runs (sums over runs, from their records)."""
+    train = sum(float((r.doc.get("train") or {}).get("wall_s") or 0) for r in records)
+    score = sum(float(((r.doc.get("metrics") or {}).get("scoring_s") or {}).get("value") or 0) for r in records)
+    return {"runs": len(records), "train_s": round(train, 1), "scoring_s": round(score, 1)}
 
 
 def provenance(commits: list[str]) -> str | None:
@@ -260,7 +268,7 @@ def _md_cell(cell: Cell, key: str, n_done: int) -> str:
 
 GROUP_TITLES = {"runs": "Runs", "quality": "Reconstruction quality", "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
                 "colour": "Colour (C3)", "artifact": "Artifacts and sharpness (C4)", "latent": "Latent space (C9)",
-                "cost": "Cost (C5-C7)"}
+                "pegasus": "Pegasus: latent interpolation (C11)", "cost": "Cost (C5-C7)"}
 
 
 def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[Group], keys: list[str],
@@ -277,6 +285,10 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
              f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
              f"**Steps.** {', '.join(map(str, facts['steps']))} · "
              f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
+    c = facts["compute"]
+    if c["runs"]:
+        md.write(f"**Compute.** {c['runs']} finished runs: {c['train_s'] / 60:.1f} min training + "
+                 f"{c['scoring_s'] / 60:.1f} min scoring in all, run one after another on the device above.\n\n")
     if facts.get("provenance"):
         md.write(f"> **⚠ {facts['provenance']}.**\n\n")
     if not facts.get("as_written", True):

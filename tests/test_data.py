@@ -62,12 +62,10 @@ def test_shapes_train_test_disjoint():
     assert torch.cdist(train.float(), test.float()).min() > 0
 
 
-def test_shapes_labels_and_prefix_params():
+def test_shapes_labels_cover_every_class():
     raw = D.shapes("train", n_train=500)
     assert raw.labels.min() >= 0 and raw.labels.max() < len(D.SHAPE_KINDS)
-    assert (torch.bincount(raw.labels, minlength=5) > 50).all()  # every class present
-    # per-image parameters are drawn before the noise, so the labels of a prefix agree
-    assert torch.equal(D.shapes("train", n_train=100).labels, raw.labels[:100])
+    assert (torch.bincount(raw.labels, minlength=len(D.SHAPE_KINDS)) > 50).all()
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
@@ -102,17 +100,18 @@ def _local_luma_std(images: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("size", [32, 96])
 def test_shapes_have_natural_image_statistics(size):
-    """Textured mid-tone images, not flat colour: the bounds sit between the former flat-colour
-    shapes (luma std 0.09, 72% of 3x3 patches flat, HSV saturation 0.67) and real photos
-    (CIFAR-10 test: luma std 0.20, 2% flat, saturation 0.27, power exponent 2.8)."""
+    """Textured mid-tone images, not flat colour.  Measured by these helpers: the former
+    flat-colour shapes had luma std 0.09, 70-94% flat 3x3 patches, median local std 0.002,
+    power exponent 3.0, HSV saturation 0.68, 3% clipped values; CIFAR-10 test photos have 0.20,
+    2%, 0.055, 2.8, 0.27, 3%; these shapes 0.13, <= 4%, >= 0.027, 2.5-2.6, 0.37, 1%."""
     images = D.shapes("test", size=size, n_test=400 if size == 32 else 64).images
     spatial_std = _luma(images).std(dim=(-2, -1))  # (N,)
     assert spatial_std.mean() > 0.11 and spatial_std.min() > 0.02
     local = _local_luma_std(images)
-    assert (local < 1 / 255).float().mean() < 0.05  # almost no flat 3x3 patch anywhere
+    assert (local < 1 / 255).float().mean() < 0.1  # few flat 3x3 patches
     assert local.flatten(1).median(1).values.mean() > 0.015  # per-pixel detail (CIFAR-10: 0.055)
-    # natural images: power ~ 1/f^a with a around 2 (sharp-edged flat regions fall faster)
-    assert 1.5 < _power_spectrum_exponent(images) < 3.0
+    # natural images: power ~ 1/f^a with a around 2 (flat regions with sharp edges fall faster)
+    assert 1.5 < _power_spectrum_exponent(images) < 2.9
     # mid-tone colours: moderate saturation, few clipped channel values
     x = images.float() / 255
     top, bottom = x.max(1).values, x.min(1).values

@@ -176,3 +176,14 @@ def test_non_superiority_and_detectable_effect():
     assert p < 0.01
     d = stats.detectable_effect(base, worse)
     assert 0 < d < 0.1 and math.isnan(stats.detectable_effect([1.0], base))
+
+
+def test_eval_pegasus_classes_are_validated(tmp_path):
+    q = tmp_path / "q.yaml"
+    q.write_text("name: q\nquestion: q\ndatasets: [shapes]\nseeds: [0]\n"
+                 "defaults: {eval: {pegasus: [circle, hexagon]}}\narms: {a: {}}\n")
+    with pytest.raises(BenchError, match="defaults.eval.pegasus.*hexagon"):
+        config.expand(config.load(q))
+    q.write_text(q.read_text().replace("[circle, hexagon]", "[circle]"))
+    with pytest.raises(BenchError, match="pegasus"):
+        config.expand(config.load(q))

@@ -1,0 +1,738 @@
+"""Pegasus (claim C11): walk a VAE's latent space between held-out images of two classes.
+
+    python -m bench interpolate RUN_DIR --from horse --to bird [--pairs 16 --steps 9 --seed 0]
+    pegasus_metrics(model, run, device, "horse", "bird") -> {key: record}   # for a scoring pass
+
+Writes ``RUN_DIR/pegasus/<from>-<to>/``: sheet_lerp.png, sheet_slerp.png (rows = pairs; columns =
+the real ``from`` image, the path from its reconstruction (t = 0) to the other's (t = 1), the real
+``to`` image), crossfade.png (the same pairs as a pixel cross-fade), gallery.png (the most hybrid
+frames, ranked), prior_paths.png (slerp between z ~ N(0, I) pairs) and metrics.json.
+
+Protocol
+--------
+* **Pairs**: P images of each class from the dataset's held-out split with *every* class
+  (``bench.data.load(spec, "test")``, class subset removed), chosen by a generator seeded with the
+  pair seed (default 0, not the run's seed), so every run of a dataset meets the same pairs.
+  Their indices and sha256 are stored.
+* **Paths**: endpoints are encoded to mu; K frames at t = 0, 1/(K-1), ..., 1 are decoded along
+  ``lerp`` and ``slerp`` (t = 0 and 1 are the endpoints' reconstructions).  The baseline
+  ``crossfade`` is the pixel cross-fade (1 - t) x_from + t x_to of the real images (the "double
+  exposure").  The midpoint t = 0.5 is always evaluated, whatever K.
+* **Class probe** (``bench.probe``; its held-out accuracy and fingerprint are in every record):
+  P(from), P(to) and the off-class mass 1 - P(from) - P(to) on every frame.
+  ``hybrid`` = 2 min(P(from), P(to)) at t = 0.5: 1 when the probe splits all its mass evenly
+  between the two classes, 0 when either is absent.  ``joint_mass`` = P(from) + P(to) at t = 0.5.
+  ``switch_t`` = the first t where P(to) overtakes P(from) (linear between frames); a pair whose
+  path never switches, or starts on the ``to`` side, is left out and counted.
+* **Smoothness**: perceptual path length (Karras et al. 2019) E_t[d(x(t), x(t + eps)) / eps^2],
+  eps = 1e-4, ``PPL_SAMPLES`` times per pair stratified in [0, 1 - eps] (seeded), on float images
+  (a 1e-4 step would vanish in uint8); d = LPIPS (AlexNet) when its weights are present, else
+  ST-LPIPS (AlexNet, shift-tolerant); per-pair means, no percentile filtering.  ``max_step`` =
+  the largest distance between consecutive frames / their mean (1 = even steps; large = a jump).
+* **Realism**: ``sharpness`` = Laplacian variance of the midpoint / the mean of its two endpoints
+  (< 1: the middle of the path is blurrier).  KID of the P midpoints against a class-stratified
+  sample of the held-out images of the two classes (Inception via ``bench.metrics.fidelity``),
+  ``unavailable`` with the reason when no Inception weights are present.
+* **Statistics**: every per-pair quantity is the mean over pairs with a 95% t-interval
+  (``bench.stats``); a latent path is compared with the cross-fade pair by pair (the interval of
+  the paired differences, ``*_minus_crossfade``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from bench import data as data_mod
+from bench import probe as probe_mod
+from bench import stats, store, subsets, weights
+from bench.config import EvalSpec, RunSpec, TrainSpec
+from bench.errors import BenchError, WeightsError
+from bench.metrics import fidelity, quality
+from bench.metrics.records import metric, unavailable
+from bench.runtime import load_run_model, resolve_device
+from bench.sheets import save_grid
+from bench.subsets import kid_subset_size
+
+DEFAULT_PAIRS = 16
+DEFAULT_STEPS = 9
+PAIR_SEED = 0            # the same pairs for every run of a dataset (not the run's seed)
+EPS = 1e-4               # Karras et al. (2019)
+PPL_SAMPLES = 8          # t samples per pair
+PRIOR_PAIRS = 8
+GALLERY_SIZE = 16
+KID_REAL_MAX = 1000      # held-out images of the two classes used as KID's real side (stratified)
+PPL_SEED_OFFSET, PRIOR_SEED_OFFSET = 1, 2
+OUT_DIR = "pegasus"
+BATCH = 64               # images per distance-network call and per batched PPL decode
+CONFIG, CKPT_FILE = "config.yaml", store.CKPT
+
+LATENT_KINDS = ("lerp", "slerp")
+BASELINE = "crossfade"
+KINDS = LATENT_KINDS + (BASELINE,)
+
+# per-pair quantities: name -> (summary-table title, definition stored in every record)
+QUANTITIES: dict[str, tuple[str, str]] = {
+    "hybrid": ("hybrid 2min(P) t=.5", "2 min(P(from), P(to)) at t = 0.5 (class probe)"),
+    "joint_mass": ("P(from)+P(to) t=.5", "P(from) + P(to) at t = 0.5 (class probe)"),
+    "off_class": ("off-class mass", "1 - P(from) - P(to), mean over the interior frames (class probe)"),
+    "switch_t": ("switch t", "first t where P(to) overtakes P(from), linear between frames"),
+    "ppl": ("PPL", "perceptual path length, E_t[d(x(t), x(t + eps)) / eps^2] (Karras et al. 2019)"),
+    "max_step": ("max step / mean", "largest distance between consecutive frames / their mean"),
+    "sharpness": ("sharpness mid/end", "Laplacian variance of the midpoint / mean of the endpoints"),
+}
+COMPARED = ("hybrid", "joint_mass", "off_class", "ppl", "max_step", "sharpness")
+USES_DISTANCE = ("ppl", "max_step")
+
+
+def key(quantity: str, kind: str) -> str:
+    return f"pegasus_{quantity}_{kind}"
+
+
+def diff_key(quantity: str, kind: str) -> str:
+    return f"pegasus_{quantity}_{kind}_minus_{BASELINE}"
+
+
+def kid_key(kind: str) -> str:
+    return f"pegasus_kid_mid_{kind}"
+
+
+KID_RECON = "pegasus_kid_recon"
+PPL_PRIOR, MAX_STEP_PRIOR = "pegasus_ppl_prior", "pegasus_max_step_prior"
+
+
+# --------------------------------------------------------------------------- paths
+
+def _times(t: torch.Tensor | float, n: int, like: torch.Tensor) -> torch.Tensor:
+    """t as (n, 1, ..., 1) broadcastable against ``like`` (n rows)."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        t = t.expand(n)
+    return t.view(n, *([1] * (like.dim() - 1)))
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """(1 - t) a + t b, row-wise; ``t`` a scalar or one value per row."""
+    return a + (b - a) * _times(t, len(a), a)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation of (B, D) rows: sin((1-t)w)/sin(w) a + sin(tw)/sin(w) b, w = angle(a, b).
+
+    Keeps the norm when |a| = |b|; (near-)parallel rows fall back to ``lerp``."""
+    t = _times(t, len(a), a)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).clamp(-1, 1).unsqueeze(1)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    parallel = so.abs() < 1e-6
+    safe = torch.where(parallel, torch.ones_like(so), so)
+    wa = torch.where(parallel, 1 - t, torch.sin((1 - t) * omega) / safe)
+    wb = torch.where(parallel, t, torch.sin(t * omega) / safe)
+    return wa * a + wb * b
+
+
+INTERP: dict[str, Callable[..., torch.Tensor]] = {"lerp": lerp, "slerp": slerp}
+
+Path_ = Callable[[torch.Tensor], torch.Tensor]          # t (B,) -> images (B, 3, H, W) in [0, 1]
+
+
+def latent_path(decode: Callable[[torch.Tensor], torch.Tensor], za: torch.Tensor, zb: torch.Tensor,
+                kind: str) -> Path_:
+    interp = INTERP[kind]
+    return lambda t: decode(interp(za, zb, t))
+
+
+def pixel_path(xa: torch.Tensor, xb: torch.Tensor) -> Path_:
+    return lambda t: lerp(xa, xb, t)
+
+
+def path_frames(path: Path_, ts: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, K, 3, H, W) frames of ``path`` at the K times ``ts`` (the same t for every row), CPU."""
+    return torch.stack([path(t.expand(n)).cpu() for t in ts], 1)
+
+
+# --------------------------------------------------------------------------- smoothness
+
+Distance_ = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (B, 3, H, W) x2 in [0, 1] -> (B,)
+
+
+def ppl_times(n: int, m: int, generator: torch.Generator, eps: float = EPS) -> torch.Tensor:
+    """(n, m) times stratified in [0, 1 - eps]: one uniform draw in each of m equal bins."""
+    return (torch.arange(m) + torch.rand(n, m, generator=generator)) / m * (1 - eps)
+
+
+def perceptual_path_length(path: Path_, ts: torch.Tensor, distance: Distance_, eps: float = EPS) -> torch.Tensor:
+    """(B,) per-row mean over the M columns of ``ts`` (B, M) of d(path(t), path(t + eps)) / eps^2."""
+    out = []
+    for m in range(ts.shape[1]):
+        t = ts[:, m]
+        out.append(distance(path(t), path(t + eps)).double().cpu() / eps ** 2)
+    return torch.stack(out, 1).double().mean(1)
+
+
+def ppl_batched(make_path: Callable[[torch.Tensor, torch.Tensor], Path_], a: torch.Tensor, b: torch.Tensor,
+                ts: torch.Tensor, distance: Distance_, eps: float = EPS, rows: int | None = None) -> torch.Tensor:
+    """(B,) :func:`perceptual_path_length` of the paths ``make_path(a, b)`` with all B x M samples
+    evaluated ``rows`` at a time (endpoints repeated per sample: big batches, few calls)."""
+    m = ts.shape[1]
+    per = max(1, (rows or BATCH) // m)
+    out = []
+    for i in range(0, len(a), per):
+        j = min(len(a), i + per)
+        path = make_path(a[i:j].repeat_interleave(m, 0), b[i:j].repeat_interleave(m, 0))
+        out.append(perceptual_path_length(path, ts[i:j].reshape(-1, 1), distance, eps).view(j - i, m).mean(1))
+    return torch.cat(out)
+
+
+def step_distances(frames: torch.Tensor, distance: Distance_, device: torch.device) -> torch.Tensor:
+    """(B, K-1) distances between consecutive frames of (B, K, 3, H, W)."""
+    b, k = frames.shape[:2]
+    d = distance(frames[:, :-1].flatten(0, 1).to(device), frames[:, 1:].flatten(0, 1).to(device))
+    return d.double().cpu().view(b, k - 1)
+
+
+def max_step_ratio(steps: torch.Tensor) -> torch.Tensor:
+    """(B,) largest consecutive-frame distance / the mean one (1 = evenly spaced)."""
+    return steps.max(1).values / steps.mean(1).clamp_min(1e-12)
+
+
+# --------------------------------------------------------------------------- class probe along paths
+
+def hybrid_score(p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
+    return 2 * torch.minimum(p_from, p_to)
+
+
+def switch_time(ts: torch.Tensor, p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
+    """(B,) first t where P(to) >= P(from) after starting with P(from) > P(to); NaN otherwise."""
+    d = (p_from - p_to).double()                        # (B, K)
+    t = ts.double().cpu()
+    out = torch.full((len(d),), math.nan, dtype=torch.float64)
+    for b in range(len(d)):
+        if d[b, 0] <= 0:
+            continue
+        for k in range(len(t) - 1):
+            if d[b, k + 1] <= 0:
+                out[b] = t[k] + (t[k + 1] - t[k]) * d[b, k] / (d[b, k] - d[b, k + 1])
+                break
+    return out
+
+
+def laplacian_ratio(mid: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """(B,) Laplacian variance of the midpoint / the mean of the two endpoints'."""
+    ends = (quality.laplacian_variance(start) + quality.laplacian_variance(end)) / 2
+    return (quality.laplacian_variance(mid) / ends.clamp_min(quality.EPS)).double()
+
+
+# --------------------------------------------------------------------------- pairs
+
+@dataclass(frozen=True)
+class Pairs:
+    """P (from, to) index pairs into the held-out split (all classes)."""
+    from_idx: torch.Tensor
+    to_idx: torch.Tensor
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.from_idx)
+
+    def as_list(self) -> list[list[int]]:
+        return [[int(i), int(j)] for i, j in zip(self.from_idx, self.to_idx)]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_list()).encode()).hexdigest()[:16]
+
+    def protocol(self) -> dict[str, Any]:
+        return {"pairs": len(self), "pair_seed": self.seed, "pair_index_sha256": self.sha256}
+
+
+def choose_pairs(labels: torch.Tensor, i_from: int, i_to: int, n: int, seed: int = PAIR_SEED) -> Pairs:
+    """n seeded pairs: a permutation of each class's held-out images (repeated if n exceeds it)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(c: int) -> torch.Tensor:
+        members = (labels == c).nonzero().flatten()
+        reps = math.ceil(n / len(members))
+        return torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(reps)])[:n]
+
+    return Pairs(draw(i_from), draw(i_to), seed)
+
+
+def class_index(classes: list[str], name: str, flag: str) -> int:
+    """Index of a class name, else a one-line error listing the known ones."""
+    if name in classes:
+        return classes.index(name)
+    import difflib
+    close = difflib.get_close_matches(name, classes, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise BenchError(f"{flag}: unknown class {name!r}{hint}; known: {', '.join(classes)}")
+
+
+# --------------------------------------------------------------------------- a finished run
+
+def run_from_dir(run_dir: Path) -> RunSpec:
+    """The RunSpec a run directory was trained with (its config.yaml, defaults filled for keys added since)."""
+    path = Path(run_dir) / CONFIG
+    if not Path(run_dir).is_dir():
+        raise BenchError(f"{run_dir}: no such run directory")
+    if not path.is_file():
+        raise BenchError(f"{run_dir}: not a run directory (no {CONFIG})")
+    try:
+        doc = yaml.safe_load(path.read_text())
+        fields = {f.name for f in dataclasses.fields(RunSpec)}
+        doc = {k: v for k, v in doc.items() if k in fields}
+        doc["train"] = {**TrainSpec().model_dump(), **doc["train"]}
+        doc["eval"] = {**EvalSpec().model_dump(), **doc["eval"]}
+        return RunSpec(**doc)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise BenchError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+
+
+def load_finished(run_dir: Path, device: torch.device) -> tuple[RunSpec, torch.nn.Module]:
+    """(run, model in eval mode) of a finished, non-diverged run; a one-line BenchError otherwise."""
+    run_dir = Path(run_dir)
+    run = run_from_dir(run_dir)
+    if not store.is_finished(run_dir):
+        raise BenchError(f"{run_dir}: run not finished (no {store.METRICS}); finish it with "
+                         "`python -m bench run <ablation.yaml>` first")
+    status = store.read_json(run_dir / store.METRICS).get("status")
+    if status != "done":
+        raise BenchError(f"{run_dir}: run is {status!r}, not 'done'; its weights cannot be interpolated")
+    if not (run_dir / CKPT_FILE).is_file():
+        raise BenchError(f"{run_dir}: finished run has no {CKPT_FILE} (deleted?); rerun it to interpolate")
+    ck = torch.load(run_dir / CKPT_FILE, map_location="cpu", weights_only=False)
+    return run, load_run_model(run, ck, device)
+
+
+# --------------------------------------------------------------------------- perceptual distance
+
+@dataclass(frozen=True)
+class Distance:
+    fn: Distance_
+    name: str
+    info: dict[str, Any]
+
+
+def perceptual_distance(device: torch.device) -> Distance:
+    """LPIPS (AlexNet) when its weights are present, else ST-LPIPS (AlexNet); WeightsError if neither."""
+    try:
+        net, trunk, heads = fidelity.build_lpips("alex")
+        name = "lpips (alex)"
+        info: dict[str, Any] = {"trunk_sha256": weights.sha256_file(trunk), "heads_sha256": weights.sha256_file(heads)}
+    except WeightsError as exc:
+        try:
+            net, path = fidelity.build_st_lpips("alex")
+        except WeightsError as st_exc:
+            raise WeightsError(f"no perceptual distance: LPIPS: {exc}; ST-LPIPS: {st_exc}") from None
+        name = "st_lpips (alex, shift-tolerant)"
+        info = {"weights_sha256": weights.sha256_file(path), "lpips_unavailable": str(exc)}
+    net = net.to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = [net(a[i:i + BATCH].to(device) * 2 - 1, b[i:i + BATCH].to(device) * 2 - 1).flatten()
+               for i in range(0, len(a), BATCH)]
+        return torch.cat(out)
+
+    return Distance(fn, name, {"distance": name, "input_range": "[-1, 1], float (not quantised)", **info})
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+@dataclass
+class Walk:
+    """One path kind over all pairs."""
+    frames: torch.Tensor            # (P, K, 3, H, W) float in [0, 1], CPU
+    mid: torch.Tensor               # (P, 3, H, W) t = 0.5
+    p_from: torch.Tensor            # (P, K)
+    p_to: torch.Tensor
+    per_pair: dict[str, torch.Tensor]   # quantity -> (P,) float64 (NaN = not defined for that pair)
+
+
+@dataclass
+class Evaluation:
+    records: dict[str, dict[str, Any]]
+    walks: dict[str, Walk]
+    real_from: torch.Tensor         # (P, 3, H, W) float
+    real_to: torch.Tensor
+    prior: torch.Tensor             # (n, K, 3, H, W)
+    gallery: list[dict[str, Any]]
+    protocol: dict[str, Any]
+    ts: torch.Tensor
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"pegasus: {msg}", file=sys.stderr, flush=True)
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return float(f"{x:.6g}") if math.isfinite(x) else None          # 6 significant digits
+
+
+def _summary(values: torch.Tensor, proto: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Mean over pairs with its 95% t-interval; NaN entries (undefined for a pair) left out."""
+    v = [float(x) for x in values if math.isfinite(float(x))]
+    per_pair = [_num(x) for x in values]
+    if not v:
+        return unavailable("undefined for every pair", **proto, per_pair=per_pair, **extra)
+    s = stats.summarise(v)
+    return metric(s.mean, n=s.n, **proto, lo=_num(s.lo), hi=_num(s.hi), n_pairs=len(values),
+                  per_pair=per_pair, ci="95% t-interval over pairs", **extra)
+
+
+def _held_out_name(dspec: data_mod.DataSpec) -> str:
+    return dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout {dspec.holdout:g}"
+
+
+def held_out(dspec: data_mod.DataSpec, from_cls: str, to_cls: str) -> tuple[data_mod.ImageSet, int, int]:
+    """(held-out split with every class, index of ``from``, index of ``to``); one-line errors otherwise."""
+    held = data_mod.load(probe_mod.all_classes(dspec), "test")
+    if not held.classes:
+        raise BenchError(f"{held.name}: no class labels, so there is nothing to interpolate between")
+    i_from, i_to = class_index(held.classes, from_cls, "--from"), class_index(held.classes, to_cls, "--to")
+    for name, i in ((from_cls, i_from), (to_cls, i_to)):
+        if not bool((held.labels == i).any()):
+            raise BenchError(f"{held.name}: no held-out images of class {name!r}")
+    return held, i_from, i_to
+
+
+def evaluate(model: torch.nn.Module, run: RunSpec, device: torch.device, from_cls: str, to_cls: str, *,
+             pairs: int = DEFAULT_PAIRS, steps: int = DEFAULT_STEPS, seed: int = PAIR_SEED, kid: bool = True,
+             progress: bool = False, probe: probe_mod.Probe | None = None,
+             distance: Distance | None = None) -> Evaluation:
+    """Everything ``interpolate`` writes and ``pegasus_metrics`` returns (see the module docstring)."""
+    if pairs < 1:
+        raise BenchError(f"--pairs must be >= 1 (got {pairs})")
+    if steps < 3:
+        raise BenchError(f"--steps must be >= 3 so the path has an interior (got {steps})")
+    if from_cls == to_cls:
+        raise BenchError(f"--from and --to name the same class {from_cls!r}")
+    t0 = time.perf_counter()
+    dspec = data_mod.DataSpec(**run.data)
+    held, i_from, i_to = held_out(dspec, from_cls, to_cls)
+    chosen = choose_pairs(held.labels, i_from, i_to, pairs, seed)
+    _say(progress, f"{from_cls} -> {to_cls}: {pairs} pairs x {steps} steps")
+    if probe is None:
+        probe = probe_mod.get_probe(dspec, device, progress=progress)
+    if probe.classes != held.classes:
+        raise BenchError(f"class probe classes {probe.classes} differ from the held-out split's {held.classes}")
+    dist_reason = None
+    if distance is None:
+        try:
+            distance = perceptual_distance(device)
+        except WeightsError as exc:
+            dist_reason = str(exc)
+
+    split = _held_out_name(dspec)
+    proto: dict[str, Any] = {"split": split, "from": from_cls, "to": to_cls, "steps": steps,
+                             **chosen.protocol(), **probe.protocol(), "resolution": dspec.resolution,
+                             "device": str(device), "seed": run.seed}
+    dist_proto = ({"distance": distance.name, "eps": EPS, "ppl_samples": PPL_SAMPLES,
+                   "ppl_t": f"stratified U(0, 1 - eps), seed pair_seed + {PPL_SEED_OFFSET}"}
+                  if distance else {"distance": None})
+    was_training = model.training
+    model.eval()
+    try:
+        walks, prior, prior_rec, real_a, real_b, ts = _walk_all(
+            model, held, chosen, i_from, i_to, steps, seed, probe, distance, device, progress)
+    finally:
+        model.train(was_training)
+
+    dist = (distance, dist_proto, dist_reason)
+    records = {**_path_records(walks, proto, dist), **_prior_records(prior_rec, len(prior), seed, proto, dist)}
+
+    _say(progress, "KID" if kid else "KID skipped")
+    records.update(_kid_records(walks, held, i_from, i_to, run, dspec, device, proto, kid))
+    gallery = rank_gallery(walks, ts, chosen, GALLERY_SIZE)
+    protocol = {**proto, "pair_indices": chosen.as_list(), "t": [_num(t) for t in ts],
+                "probe": {"accuracy": probe.accuracy, "fingerprint": probe.fingerprint, "classes": probe.classes,
+                          **probe.info},
+                "distance": distance.info if distance else {"distance": None, "unavailable": dist_reason},
+                "eps": EPS, "ppl_samples": PPL_SAMPLES, "prior_pairs": len(prior),
+                "prior_seed": seed + PRIOR_SEED_OFFSET, "baseline": "pixel cross-fade of the real endpoint images",
+                "held_out": held.description, "wall_s": round(time.perf_counter() - t0, 2)}
+    return Evaluation(records, walks, real_a, real_b, prior, gallery, protocol, ts)
+
+
+_Dist = tuple[Distance | None, dict[str, Any], str | None]   # (network, its protocol, why it is missing)
+
+
+def _path_records(walks: dict[str, Walk], proto: dict[str, Any], dist: _Dist) -> dict[str, dict[str, Any]]:
+    """One record per (quantity, kind), and the paired latent-minus-crossfade differences."""
+    distance, dist_proto, dist_reason = dist
+    records: dict[str, dict[str, Any]] = {}
+    for kind, w in walks.items():
+        for q, (_, definition) in QUANTITIES.items():
+            extra = {"kind": kind, "definition": definition, **(dist_proto if q in USES_DISTANCE else {})}
+            if q in USES_DISTANCE and distance is None:
+                records[key(q, kind)] = unavailable(dist_reason, **proto, **extra)
+                continue
+            records[key(q, kind)] = _summary(w.per_pair[q], proto, **extra)
+        records[key("switch_t", kind)]["n_switched"] = int(torch.isfinite(w.per_pair["switch_t"]).sum())
+    for kind in LATENT_KINDS:
+        for q in COMPARED:
+            extra = {"kind": f"{kind} - {BASELINE}", "definition": f"paired difference of {q}: {QUANTITIES[q][1]}",
+                     **(dist_proto if q in USES_DISTANCE else {})}
+            if q in USES_DISTANCE and distance is None:
+                records[diff_key(q, kind)] = unavailable(dist_reason, **proto, **extra)
+                continue
+            records[diff_key(q, kind)] = _summary(walks[kind].per_pair[q] - walks[BASELINE].per_pair[q],
+                                                  proto, **extra)
+    return records
+
+
+def _prior_records(prior_rec: dict[str, torch.Tensor], n: int, seed: int, proto: dict[str, Any],
+                   dist: _Dist) -> dict[str, dict[str, Any]]:
+    distance, dist_proto, dist_reason = dist
+    prior_proto = {**proto, "split": "prior z ~ N(0, I)", "prior_pairs": n,
+                   "prior_seed": seed + PRIOR_SEED_OFFSET, "kind": "slerp"}
+    return {k: (_summary(prior_rec[q], prior_proto, definition=QUANTITIES[q][1], **dist_proto)
+                if distance is not None else unavailable(dist_reason, **prior_proto, **dist_proto))
+            for k, q in ((PPL_PRIOR, "ppl"), (MAX_STEP_PRIOR, "max_step"))}
+
+
+@torch.no_grad()
+def _walk_all(model, held: data_mod.ImageSet, chosen: Pairs, i_from: int, i_to: int, steps: int, seed: int,
+              probe: probe_mod.Probe, distance: Distance | None, device: torch.device, progress: bool):
+    """Decode every path, run the probe on every frame, measure every per-pair quantity."""
+    n = len(chosen)
+    xa = data_mod.to_float(held.images[chosen.from_idx], device)       # (P, 3, H, W) in [0, 1]
+    xb = data_mod.to_float(held.images[chosen.to_idx], device)
+    za, zb = model.encode(xa)[0], model.encode(xb)[0]                  # posterior means
+    ts = torch.linspace(0, 1, steps, device=device)
+    g = torch.Generator().manual_seed(seed + PPL_SEED_OFFSET)
+    ppl_ts = ppl_times(n, PPL_SAMPLES, g).to(device)
+    makers: dict[str, Callable[[torch.Tensor, torch.Tensor], Path_]] = {
+        kind: (lambda a, b, kind=kind: latent_path(model.decode, a, b, kind)) for kind in LATENT_KINDS}
+    makers[BASELINE] = pixel_path
+    ends = {**{kind: (za, zb) for kind in LATENT_KINDS}, BASELINE: (xa, xb)}
+
+    walks = {}
+    for kind, make in makers.items():
+        _say(progress, f"{kind} paths")
+        path = make(*ends[kind])
+        frames = path_frames(path, ts, n)                                   # (P, K, 3, H, W)
+        mid = path(torch.full((n,), 0.5, device=device)).cpu()
+        probs = probe.probs(torch.cat([frames.flatten(0, 1), mid])).cpu().double()
+        pk, pm = probs[:n * steps].view(n, steps, -1), probs[n * steps:]
+        p_from, p_to = pk[..., i_from], pk[..., i_to]
+        off = 1 - p_from - p_to
+        per_pair = {"hybrid": hybrid_score(pm[:, i_from], pm[:, i_to]),
+                    "joint_mass": pm[:, i_from] + pm[:, i_to],
+                    "off_class": off[:, 1:-1].mean(1),
+                    "switch_t": switch_time(ts, p_from, p_to),
+                    "sharpness": laplacian_ratio(mid, frames[:, 0], frames[:, -1])}
+        if distance is not None:
+            per_pair["ppl"] = ppl_batched(make, *ends[kind], ppl_ts, distance.fn)
+            per_pair["max_step"] = max_step_ratio(step_distances(frames, distance.fn, device))
+        walks[kind] = Walk(frames, mid, p_from, p_to, per_pair)
+
+    _say(progress, "prior paths")
+    gp = torch.Generator().manual_seed(seed + PRIOR_SEED_OFFSET)
+    z0 = torch.randn(PRIOR_PAIRS, model.latent_dim, generator=gp).to(device)
+    z1 = torch.randn(PRIOR_PAIRS, model.latent_dim, generator=gp).to(device)
+    prior_path = latent_path(model.decode, z0, z1, "slerp")
+    prior = path_frames(prior_path, ts, PRIOR_PAIRS)
+    prior_rec: dict[str, torch.Tensor] = {}
+    if distance is not None:
+        prior_rec["ppl"] = ppl_batched(makers["slerp"], z0, z1, ppl_times(PRIOR_PAIRS, PPL_SAMPLES, g).to(device),
+                                       distance.fn)
+        prior_rec["max_step"] = max_step_ratio(step_distances(prior, distance.fn, device))
+    return walks, prior, prior_rec, xa.cpu(), xb.cpu(), ts.cpu()
+
+
+def _kid_records(walks: dict[str, Walk], held: data_mod.ImageSet, i_from: int, i_to: int, run: RunSpec,
+                 dspec: data_mod.DataSpec, device: torch.device, proto: dict[str, Any],
+                 enabled: bool) -> dict[str, dict[str, Any]]:
+    """KID of each kind's midpoints (and of the endpoint reconstructions) vs held-out images of both classes."""
+    sets = {kid_key(kind): quality.to_uint8(w.mid) for kind, w in walks.items()}
+    sets[KID_RECON] = quality.to_uint8(torch.cat([walks["lerp"].frames[:, 0], walks["lerp"].frames[:, -1]]))
+    what = {**{kid_key(k): f"{k} midpoints (t = 0.5)" for k in walks},
+            KID_RECON: "the endpoints' reconstructions (t = 0 and 1), for reference"}
+    if not enabled:
+        return {k: unavailable("KID disabled (--no-kid)", **proto, images=what[k]) for k in sets}
+    members = ((held.labels == i_from) | (held.labels == i_to)).nonzero().flatten()
+    sub = subsets.stratified(held.labels[members], KID_REAL_MAX)
+    real_idx = members[sub.indices]
+    real = held.images[real_idx]
+    real_proto = {"n_real": len(real), "real_selection": sub.protocol()["selection"],
+                  "real_index_sha256": subsets.index_hash(real_idx)}
+    try:
+        src = weights.fid_source()
+    except WeightsError as exc:
+        return {k: unavailable(str(exc), **proto, **real_proto, images=what[k]) for k in sets}
+    real_key = {"data": {k: v for k, v in run.data.items() if k not in ("root", "path", "classes", "model")},
+                "split": proto["split"], "resolution": dspec.resolution, "classes": [proto["from"], proto["to"]],
+                "n": len(real), "index_sha256": real_proto["real_index_sha256"]}
+    out = {}
+    try:
+        extractor = fidelity._build_extractor(src, device)
+        f_real, ref = fidelity.reference_features(real, real_key, src, device, extractor)
+        for k, fake in sets.items():
+            size = kid_subset_size(min(len(fake), len(real)))
+            mean, std = fidelity.kid_from_features(fidelity._features(extractor, fake, device), f_real, size)
+            out[k] = metric(mean, n=len(fake), **proto, images=what[k], kid_std=std, kid_subset_size=size,
+                            kid_subsets=fidelity.KID_SUBSETS, extractor=src["extractor"],
+                            weights_sha256=src["sha256"], provenance=src["provenance"], resize=fidelity.RESIZE,
+                            reference_cache=str(ref), **real_proto)
+    except Exception as exc:  # a failing optional metric must not sink the rest; the reason is recorded
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return {k: unavailable(why, **proto, **real_proto, images=what[k]) for k in sets}
+    return out
+
+
+def rank_gallery(walks: dict[str, Walk], ts: torch.Tensor, chosen: Pairs, size: int) -> list[dict[str, Any]]:
+    """The most hybrid interior frame of every (pair, latent path), ranked by hybrid score then joint mass."""
+    cands = []
+    for kind in LATENT_KINDS:
+        w = walks[kind]
+        h = hybrid_score(w.p_from, w.p_to)[:, 1:-1]               # interior frames only
+        best = h.argmax(1)
+        for p in range(len(h)):
+            k = int(best[p]) + 1
+            cands.append({"pair": p, "kind": kind, "step": k, "t": _num(ts[k]), "hybrid": _num(h[p, k - 1]),
+                          "p_from": _num(w.p_from[p, k]), "p_to": _num(w.p_to[p, k]),
+                          "from_index": int(chosen.from_idx[p]), "to_index": int(chosen.to_idx[p])})
+    cands.sort(key=lambda c: (-c["hybrid"], -(c["p_from"] + c["p_to"]), c["pair"], c["kind"]))
+    return [{"rank": i + 1, **c} for i, c in enumerate(cands[:size])]
+
+
+def pegasus_metrics(model: torch.nn.Module, run: RunSpec, device: torch.device, from_cls: str, to_cls: str, *,
+                    pairs: int = DEFAULT_PAIRS, steps: int = DEFAULT_STEPS, seed: int = PAIR_SEED,
+                    kid: bool = True, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """{metric key: record} (``bench.metrics.records`` format) for a scoring pass; writes nothing
+    except the class probe's cache.  Keys: :func:`metric_keys`."""
+    return evaluate(model, run, device, from_cls, to_cls, pairs=pairs, steps=steps, seed=seed, kid=kid,
+                    progress=progress).records
+
+
+def metric_keys() -> list[str]:
+    """Every key ``pegasus_metrics`` returns."""
+    keys = [key(q, k) for k in KINDS for q in QUANTITIES]
+    keys += [diff_key(q, k) for k in LATENT_KINDS for q in COMPARED]
+    return keys + [PPL_PRIOR, MAX_STEP_PRIOR] + [kid_key(k) for k in KINDS] + [KID_RECON]
+
+
+# --------------------------------------------------------------------------- outputs
+
+def out_dir(run_dir: Path, from_cls: str, to_cls: str) -> Path:
+    return Path(run_dir) / OUT_DIR / f"{from_cls}-{to_cls}"
+
+
+def interpolate(run_dir: Path, from_cls: str, to_cls: str, *, pairs: int = DEFAULT_PAIRS,
+                steps: int = DEFAULT_STEPS, seed: int = PAIR_SEED, device: str = "auto", kid: bool = True,
+                progress: bool = True) -> tuple[Path, Evaluation]:
+    """Evaluate a finished run and write its sheets and metrics.json; returns (output dir, evaluation)."""
+    dev = resolve_device(device)
+    run, model = load_finished(Path(run_dir), dev)
+    ev = evaluate(model, run, dev, from_cls, to_cls, pairs=pairs, steps=steps, seed=seed, kid=kid,
+                  progress=progress)
+    out = out_dir(run_dir, from_cls, to_cls)
+    write_outputs(out, ev, run, Path(run_dir))
+    return out, ev
+
+
+def _rows(first: torch.Tensor, frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """(P, K + 2, 3, H, W) -> flat rows: real from | path | real to."""
+    return torch.cat([first.unsqueeze(1), frames, last.unsqueeze(1)], 1).flatten(0, 1)
+
+
+def write_outputs(out: Path, ev: Evaluation, run: RunSpec, run_dir: Path) -> None:
+    ncol = len(ev.ts) + 2
+    for kind in LATENT_KINDS:
+        save_grid(out / f"sheet_{kind}.png", _rows(ev.real_from, ev.walks[kind].frames, ev.real_to), ncol)
+    save_grid(out / "crossfade.png", _rows(ev.real_from, ev.walks[BASELINE].frames, ev.real_to), ncol)
+    save_grid(out / "prior_paths.png", ev.prior.flatten(0, 1), len(ev.ts))
+    _save_gallery(out / "gallery.png", ev)
+    curves = {kind: {"t": ev.protocol["t"],
+                     "p_from": [[_num(v) for v in row] for row in w.p_from],
+                     "p_to": [[_num(v) for v in row] for row in w.p_to],
+                     "off_class": [[_num(v) for v in row] for row in 1 - w.p_from - w.p_to],
+                     "p_from_mean": [_num(v) for v in w.p_from.mean(0)],
+                     "p_to_mean": [_num(v) for v in w.p_to.mean(0)]}
+              for kind, w in ev.walks.items()}
+    doc = {"protocol": {**ev.protocol, "run_dir": str(run_dir), "run": run.resolved(),
+                        "git_commit": store.git_commit(), "torch": torch.__version__,
+                        "files": {"sheet_lerp.png": "rows = pairs: real from | lerp t = 0..1 | real to",
+                                  "sheet_slerp.png": "rows = pairs: real from | slerp t = 0..1 | real to",
+                                  "crossfade.png": "rows = pairs: real from | pixel cross-fade t = 0..1 | real to",
+                                  "gallery.png": "most hybrid interior frame per (pair, latent path), ranked",
+                                  "prior_paths.png": "rows = prior pairs z ~ N(0, I): slerp t = 0..1"}},
+           "metrics": ev.records, "curves": curves, "gallery": ev.gallery}
+    store.write_json(out / "metrics.json", doc)
+
+
+def _save_gallery(path: Path, ev: Evaluation) -> None:
+    """Ranked tiles (upscaled to >= 96 px, nearest) with a two-line caption under each."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not ev.gallery:
+        return
+    side = ev.real_from.shape[-1]
+    scale = max(1, math.ceil(96 / side))
+    tile, cap, pad = side * scale, 24, 2
+    cols = min(8, len(ev.gallery))
+    rows = math.ceil(len(ev.gallery) / cols)
+    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + cap + pad) + pad), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, g in enumerate(ev.gallery):
+        img = ev.walks[g["kind"]].frames[g["pair"], g["step"]]
+        arr = quality.to_uint8(img).permute(1, 2, 0).numpy()
+        x, y = pad + (i % cols) * (tile + pad), pad + (i // cols) * (tile + cap + pad)
+        sheet.paste(Image.fromarray(arr).resize((tile, tile), Image.NEAREST), (x, y))
+        draw.text((x, y + tile + 1), f"#{g['rank']} pair {g['pair']} {g['kind']}", fill="black", font=font)
+        draw.text((x, y + tile + 12), f"t={g['t']:.2f} hybrid {g['hybrid']:.2f}", fill="black", font=font)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    store.write_bytes(path, buf.getvalue())
+
+
+def _cell(rec: dict[str, Any] | None, signed: bool = False) -> str:
+    if rec is None or rec.get("value") is None:
+        return "n/a"
+    v, lo, hi = rec["value"], rec.get("lo"), rec.get("hi")
+    s = f"{v:+.3g}" if signed else f"{v:.3g}"
+    return s + (f" ±{(hi - lo) / 2:.2g}" if lo is not None and hi is not None else "")
+
+
+def summary(ev: Evaluation) -> str:
+    """A short table for stdout: one row per quantity, mean ± 95% half-width over pairs."""
+    p, r = ev.protocol, ev.records
+    dist = p["distance"].get("distance") or f"none ({p['distance'].get('unavailable')})"
+    if p["distance"].get("lpips_unavailable"):
+        dist += " - LPIPS weights absent"
+    lines = [f"pegasus {p['from']} -> {p['to']}: {p['pairs']} pairs x {p['steps']} steps, pair seed "
+             f"{p['pair_seed']} (indices {p['pair_index_sha256']}), held-out {p['split']}",
+             f"class probe: held-out accuracy {p['probe']['accuracy']:.3f} over {len(p['probe']['classes'])} "
+             f"classes (fingerprint {p['probe']['fingerprint'][:12]}); distance: {dist}; eps {p['eps']:g}"]
+    head = ["", *KINDS, *(f"{k}-{BASELINE}" for k in LATENT_KINDS)]
+    body = []
+    for q, (title, _) in QUANTITIES.items():
+        row = [title] + [_cell(r.get(key(q, k))) for k in KINDS]
+        row += [_cell(r.get(diff_key(q, k)), signed=True) if q in COMPARED else "" for k in LATENT_KINDS]
+        body.append(row)
+    body.append(["KID mid vs real"] + [_cell(r.get(kid_key(k))) for k in KINDS] + ["", ""])
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
+    kid_note = r.get(KID_RECON, {})
+    lines.append(f"KID of the endpoint reconstructions: {_cell(kid_note)}"
+                 + (f" ({kid_note['unavailable']})" if kid_note.get("unavailable") else ""))
+    lines.append(f"prior slerp paths: PPL {_cell(r.get(PPL_PRIOR))}, max step {_cell(r.get(MAX_STEP_PRIOR))}")
+    if ev.gallery:
+        g = ev.gallery[0]
+        lines.append(f"most hybrid frame: pair {g['pair']} ({g['kind']}, t = {g['t']:.2f}): P({p['from']}) "
+                     f"{g['p_from']:.2f}, P({p['to']}) {g['p_to']:.2f}")
+    lines.append(f"({p['wall_s']:.0f} s; mean ± 95% t half-width over pairs)")
+    return "\n".join(lines)
