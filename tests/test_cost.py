@@ -39,6 +39,7 @@ def test_throughput_real_function_positive():
 
 def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (0.1, 0.1, 0.1))     # a quiet machine
     calls = []
 
     def fake_measure(device, n=None, repeats=5):
@@ -83,3 +84,16 @@ def test_flops_count_a_linear_layer_exactly():
 
 def test_peak_memory_is_none_off_cuda():
     assert cost.peak_memory_mb(lambda: None, "cpu") is None
+
+
+def test_device_peak_measured_on_a_busy_machine_is_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (9.0, 9.0, 9.0))     # others share the CPU
+    monkeypatch.setattr(cost, "_measure_matmul_peak", lambda device, n=None, repeats=5: 3.3e10)
+    assert cost.device_matmul_peak("cpu") == 3.3e10
+    assert not (tmp_path / "device_peak.json").exists()                    # too low to keep
+    monkeypatch.setattr(cost.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(cost, "_measure_matmul_peak", lambda device, n=None, repeats=5: 2.1e11)
+    assert cost.device_matmul_peak("cpu") == 2.1e11
+    key = cost.device_key("cpu")
+    assert json.loads((tmp_path / "device_peak.json").read_text())[key]["busy"] is False

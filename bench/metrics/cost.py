@@ -131,12 +131,20 @@ def device_matmul_peak(device: torch.device | str) -> float:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if isinstance(cache.get(key), dict) and cache[key].get("flops_per_s", 0) > 0:
-        return float(cache[key]["flops_per_s"])
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("flops_per_s", 0) > 0 and not entry.get("busy", True):
+        return float(entry["flops_per_s"])
+    load = os.getloadavg()[0]
     peak = _measure_matmul_peak(device)
-    cache[key] = {"flops_per_s": peak, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    from bench.store import write_json
-    write_json(path, cache)            # temp file + rename
+    load = max(load, os.getloadavg()[0])
+    # A peak measured while other processes share a CPU is too low (every MFU against it too high):
+    # it is used for this call but never cached, so the next quiet measurement replaces it.
+    busy = device.type == "cpu" and load > (os.cpu_count() or 1) + 0.5
+    if not busy:
+        cache[key] = {"flops_per_s": peak, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "load_1min": round(load, 2), "busy": False}
+        from bench.store import write_json
+        write_json(path, cache)            # temp file + rename
     return peak
 
 
