@@ -99,13 +99,16 @@ def run_lock(run_dir: Path) -> Iterator[bool]:
 
 
 def git_commit() -> str:
-    """HEAD of the project checkout, with '+dirty' when tracked files changed; 'unknown' outside git."""
+    """HEAD of the project checkout, with '+dirty' when tracked files outside results/ changed;
+    'unknown' outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                               text=True, timeout=5)
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+        # results/ holds generated tables (a sweep rewrites them itself): not a change to the code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return head.stdout.strip()[:12] + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -187,3 +187,25 @@ def test_eval_pegasus_classes_are_validated(tmp_path):
     q.write_text(q.read_text().replace("[circle, hexagon]", "[circle]"))
     with pytest.raises(BenchError, match="pegasus"):
         config.expand(config.load(q))
+
+
+def test_generated_results_do_not_make_the_tree_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from bench import store
+
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "bench").mkdir()
+    for f in ("results/table.md", "bench/code.py"):
+        (repo / f).write_text("v1\n")
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=repo,  # noqa: E731
+                                    check=True, capture_output=True)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(store, "PROJECT_ROOT", repo)
+    (repo / "results/table.md").write_text("v2\n")          # a sweep rewrote its own tables
+    assert not store.git_commit().endswith("+dirty")
+    (repo / "bench/code.py").write_text("v2\n")             # a code change is dirty
+    assert store.git_commit().endswith("+dirty")
