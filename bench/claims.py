@@ -25,11 +25,15 @@ DIVERGED = "diverged"   # pseudo-metric: fraction of runs that diverged (Fisher 
 @dataclass(frozen=True)
 class Check:
     metric: str                 # metric key, or DIVERGED
-    arm: str                    # arm the claim is about (fnmatch pattern over the ablation's arms)
+    arm: str                    # arm the claim is about (fnmatch pattern; "baseline" = the ablation's baseline)
     ref: str                    # arm it is compared with (pattern; "baseline" = the ablation's baseline)
-    expect: str                 # "higher" | "lower" | "same" | "not_higher": `arm` relative to `ref`
+    expect: str                 # "higher" | "lower" | "same" | "not_higher" | "not_lower": `arm` relative to `ref`
     datasets: tuple[str, ...] = ()   # empty: every dataset the ablation ran
     counted: bool = True        # False: shown beside the verdict, not counted (e.g. a trained-on metric)
+    ref_metric: str = ""        # set: a paired comparison of `metric` vs `ref_metric` within the same runs
+
+
+EXPECTS = ("higher", "lower", "same", "not_higher", "not_lower")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ def _check(metric, arm, ref, expect, *datasets, counted=True):
 def _shown(metric, arm, ref, expect, *datasets):
     """A comparison on a metric one arm was trained on: shown, never counted as evidence."""
     return Check(metric, arm, ref, expect, tuple(datasets), counted=False)
+
+
+def _paired(metric, ref_metric, arm, expect, *, counted=True):
+    """``metric`` vs ``ref_metric`` of the same runs of ``arm``: a paired t-test over seeds."""
+    return Check(metric, arm, arm, expect, (), counted, ref_metric)
 
 
 # Arm names below must exist in every ablation file that lists the claim (tests/test_claims.py
@@ -97,8 +106,24 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("C10", "Training on horse+bird only over-fits; the full dataset is better", ("subset", "subset_stl10_cpu"),
           (_check("recon_gap", "horse_bird", "full", "higher"), _check("kid_samples", "horse_bird", "full", "higher")),
           "both arms are scored on the same held-out horse + bird images (eval.classes)."),
-    Claim("C11", "Latent interpolation produces hybrid (winged-horse) images", (), (),
-          "measured by `python -m bench interpolate RUN_DIR --from horse --to bird` (hybrid score, path length, midpoint realism vs the pixel cross-fade); no verdict until the STL-10 runs exist and a pegasus ablation aggregates them."),
+    Claim("C11", "Latent interpolation produces hybrid (winged-horse) images",
+          ("subset_stl10_cpu", "latent_stl10_cpu"),
+          (_paired("pegasus_kid_mid_lerp", "pegasus_kid_mid_crossfade", "baseline", "lower"),
+           _paired("pegasus_sharpness_lerp", "pegasus_sharpness_crossfade", "baseline", "higher"),
+           _paired("pegasus_joint_mass_lerp", "pegasus_joint_mass_crossfade", "baseline", "not_lower"),
+           _paired("pegasus_hybrid_lerp", "pegasus_hybrid_crossfade", "baseline", "not_lower"),
+           _paired("pegasus_kid_mid_slerp", "pegasus_kid_mid_crossfade", "baseline", "lower", counted=False),
+           _paired("pegasus_ppl_lerp", "pegasus_ppl_crossfade", "baseline", "lower", counted=False),
+           _paired("pegasus_max_step_lerp", "pegasus_max_step_crossfade", "baseline", "lower", counted=False)),
+          "the paper's model (the baseline arm: SSIM + colour, latent 1024, all ten STL-10 classes) walked "
+          "horse -> bird between the same 16 held-out pairs as a pixel cross-fade of the real endpoints "
+          "(`eval.pegasus`; `python -m bench interpolate RUN_DIR --from horse --to bird` draws it). Supported "
+          "only if the linear latent midpoints are more realistic than the cross-fade (lower KID against "
+          "held-out horses + birds, higher sharpness relative to the endpoints) AND keep both classes' mass "
+          "(joint P(horse) + P(bird) and hybrid score 2 min(P) at t = 0.5 not lower than the cross-fade's, "
+          "non-inferiority within the 2% margin) under the suite's class probe. Paired t-test over seeds on "
+          "each run's mean over pairs. Slerp KID, path length and largest step are shown, not counted: a "
+          "cross-fade is smooth by construction."),
 ]}
 
 RULE = f"""\
@@ -154,8 +179,9 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
     base = summary.get("baseline")
     out: list[Outcome] = []
     for chk in claim.checks:
+        arm_pat = base if chk.arm == "baseline" and base else chk.arm
         ref_pat = base if chk.ref == "baseline" and base else chk.ref
-        a_arms, r_arms = _match(chk.arm, arms), _match(ref_pat, arms)
+        a_arms, r_arms = _match(arm_pat, arms), _match(ref_pat, arms)
         if not a_arms or not r_arms:
             continue
         for ds in summary["datasets"]:
@@ -179,6 +205,9 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
                 out.append(Outcome(chk, ds, label_a, label_r, f"{ka}/{na} vs {kr}/{nr} diverged", p,
                                    f"{na} vs {nr}", score))
                 continue
+            if chk.ref_metric:
+                out.append(_paired_outcome(chk, ds, label_a, ga))
+                continue
             va = [v for g in ga for v in (g["metrics"].get(chk.metric) or {}).get("values", [])]
             vr = [v for g in gr for v in (g["metrics"].get(chk.metric) or {}).get("values", [])]
             if not va or not vr:
@@ -188,15 +217,44 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
     return out
 
 
-def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], vr: list[float]) -> Outcome:
-    """Score one comparison by the rule in RULE (directional, equivalence or non-superiority)."""
-    t = stats.welch(va, vr)
+def _by_seed(group: dict[str, Any], key: str) -> dict[Any, float]:
+    m = group["metrics"].get(key) or {}
+    return dict(zip(m.get("seeds", []), m.get("values", [])))
+
+
+def _paired_outcome(chk: Check, ds: str, label: str, groups: list[dict[str, Any]]) -> Outcome:
+    """``chk.metric`` vs ``chk.ref_metric`` in the same runs, paired by seed."""
+    va, vr = [], []
+    for g in groups:
+        a, r = _by_seed(g, chk.metric), _by_seed(g, chk.ref_metric)
+        for seed in a.keys() & r.keys():
+            va.append(a[seed])
+            vr.append(r[seed])
+    if not va:
+        return Outcome(chk, ds, label, label, "not measured", math.nan, "0 pairs", None)
+    return _compare(chk, ds, label, label, va, vr, paired=True)
+
+
+def _tests(va: list[float], vr: list[float], paired: bool):
+    """(two-sided comparison, one-sided upper bound fn, detectable effect fn) for Welch or paired data."""
+    if paired:
+        d = [a - r for a, r in zip(va, vr)]
+        return (stats.paired(d), lambda sign: stats.one_sided_upper_paired([sign * x for x in d]),
+                lambda sided: stats.detectable_effect_paired(d, sided=sided))
+    return (stats.welch(va, vr),
+            lambda sign: stats.one_sided_upper(va, vr) if sign > 0 else stats.one_sided_upper(vr, va),
+            lambda sided: stats.detectable_effect(va, vr, sided=sided))
+
+
+def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], vr: list[float],
+             paired: bool = False) -> Outcome:
+    """Score one comparison by the rule in RULE (directional, equivalence or non-inferiority/superiority)."""
+    t, upper_of, mde_of = _tests(va, vr, paired)
     f = _fmt(chk.metric)
     ci = "" if math.isnan(t.lo) else f" [{t.lo:+{f}}, {t.hi:+{f}}]"
     effect = f"{t.diff:+{f}}{ci}"
     margin = EQUIV_MARGIN * abs(stats.summarise(vr).mean)
-    p = t.p
-    mde = stats.detectable_effect(va, vr)
+    p, mde = t.p, mde_of(2)
     if chk.expect == "same":
         if not math.isnan(t.lo) and -margin <= t.lo and t.hi <= margin:
             score = 1
@@ -205,22 +263,24 @@ def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], v
         else:
             score = 0
         effect += f" (margin ±{margin:{f}})"
-    elif chk.expect == "not_higher":
-        upper, p = stats.one_sided_upper(va, vr)
-        mde = stats.detectable_effect(va, vr, sided=1)
-        if stats.is_significant(p) and t.diff > margin:
+    elif chk.expect in ("not_higher", "not_lower"):
+        sign = 1 if chk.expect == "not_higher" else -1      # not_lower: the same test on -(difference)
+        upper, p = upper_of(sign)
+        mde = mde_of(1)
+        if stats.is_significant(p) and sign * t.diff > margin:
             score = -1
         elif not math.isnan(upper) and upper < margin:
             score = 1
         else:
             score = 0
-        effect += f" (one-sided upper bound {upper:+{f}}, margin {margin:{f}})"
+        bound = "upper" if sign > 0 else "lower"
+        effect += f" (one-sided {bound} bound {sign * upper:+{f}}, margin {margin:{f}})"
     elif not t.significant:
         score = 0
     else:
         score = 1 if (t.diff > 0) == (chk.expect == "higher") else -1
-    return Outcome(chk, ds, label_a, label_r, effect, p, f"{len(va)} vs {len(vr)}",
-                   score if chk.counted else None, mde)
+    n = f"{len(va)} paired" if paired else f"{len(va)} vs {len(vr)}"
+    return Outcome(chk, ds, label_a, label_r, effect, p, n, score if chk.counted else None, mde)
 
 
 def verdict(outcomes: list[Outcome]) -> str:
@@ -252,7 +312,8 @@ def write_claims(results_root: Path) -> Path:
         ran = [n for n in names if n in summaries]
         sec = [f'<a id="{cid.lower()}"></a>\n\n## {cid} — {claim.text}\n',
                f"Tested by ablation(s): {', '.join(f'`{n}`' for n in names)}. Decided by: "
-               + ("; ".join(f"`{c.arm}` vs `{c.ref}` on `{c.metric}` expected {c.expect}"
+               + ("; ".join((f"`{c.metric}` vs `{c.ref_metric}` of `{c.arm}` (paired by seed) expected {c.expect}"
+                             if c.ref_metric else f"`{c.arm}` vs `{c.ref}` on `{c.metric}` expected {c.expect}")
                             + (f" ({', '.join(c.datasets)})" if c.datasets else "")
                             + ("" if c.counted else " (shown, not counted)") for c in claim.checks)
                   or "no statistical comparison") + "."]
@@ -282,7 +343,9 @@ def write_claims(results_root: Path) -> Path:
                 f = _fmt(o.check.metric) if o.check.metric != DIVERGED else ".2f"
                 mde = "—" if math.isnan(o.mde) else f"±{o.mde:{f}}"
                 mark = _MARK[o.score] if o.check.counted else "shown, not counted"
-                sec.append(f"| {o.dataset} | {o.arm} vs {o.ref} (expect {o.check.expect}) | {o.check.metric} | "
+                what = (f"{o.arm}: vs `{o.check.ref_metric}` (expect {o.check.expect})" if o.check.ref_metric
+                        else f"{o.arm} vs {o.ref} (expect {o.check.expect})")
+                sec.append(f"| {o.dataset} | {what} | {o.check.metric} | "
                            f"{o.effect} | {_p(o.p)} | {o.n} | {mde} | {mark} |")
         if decided is None:
             decided = "not run"

@@ -2,9 +2,12 @@
 
     summarise([0.81, 0.83, 0.80])  -> Summary(n=3, mean, sd, lo, hi)      # 95% t-interval
     welch(arm_values, ref_values)  -> Comparison(diff, lo, hi, p)         # diff = mean(arm) - mean(ref)
+    paired(differences)            -> Comparison(mean, lo, hi, p)         # one-sample t on per-seed diffs
 
 Seeds are few (2-5), so intervals use Student's t with n-1 degrees of freedom, and two arms are
-compared with Welch's unequal-variance t-test (two-sided), never a z-test or a bootstrap.
+compared with Welch's unequal-variance t-test (two-sided), never a z-test or a bootstrap; two
+quantities of the same runs (e.g. a latent path against the pixel cross-fade) are compared by a
+paired t-test on the per-seed differences.
 Anything that cannot be computed (n < 2, zero variance in both groups) is NaN and never
 "significant".
 """
@@ -130,4 +133,39 @@ def detectable_effect(a, b, alpha: float = ALPHA, power: float = POWER, sided: i
     se, df = _welch_se_df(a, b)
     if se == 0:
         return 0.0
+    return (float(sps.t.ppf(1 - alpha / sided, df)) + float(sps.t.ppf(power, df))) * se
+
+
+def paired(d, confidence: float = CONFIDENCE) -> Comparison:
+    """Paired t-test: mean of per-unit differences ``d`` (e.g. per seed) against 0, with its t-interval."""
+    d = np.asarray(d, dtype=float)
+    if len(d) == 0:
+        return Comparison(math.nan, math.nan, math.nan, math.nan)
+    mean = float(d.mean())
+    if len(d) < 2:
+        return Comparison(mean, math.nan, math.nan, math.nan)
+    if float(d.std(ddof=1)) == 0:
+        return Comparison(mean, mean, mean, math.nan)
+    lo, hi = t_interval(d, confidence)
+    return Comparison(mean, lo, hi, float(sps.ttest_1samp(d, 0.0).pvalue))
+
+
+def one_sided_upper_paired(d, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """(upper one-sided ``confidence`` bound of mean(d), one-sided p of H1: mean(d) > 0)."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return math.nan, math.nan
+    mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d))
+    if se == 0:
+        return mean, (0.0 if mean > 0 else 1.0)
+    df = len(d) - 1
+    return mean + float(sps.t.ppf(confidence, df)) * se, float(sps.t.sf(mean / se, df))
+
+
+def detectable_effect_paired(d, alpha: float = ALPHA, power: float = POWER, sided: int = 2) -> float:
+    """Smallest |mean difference| a paired t-test with this n and spread detects with ``power``."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < 2:
+        return math.nan
+    se, df = float(d.std(ddof=1)) / math.sqrt(len(d)), len(d) - 1
     return (float(sps.t.ppf(1 - alpha / sided, df)) + float(sps.t.ppf(power, df))) * se

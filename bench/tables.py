@@ -86,6 +86,10 @@ class Group:
     def values(self, key: str) -> list[float]:
         return [v for v in (value_of(r, key) for r in self.records) if v is not None]
 
+    def seeds(self, key: str) -> list[int]:
+        """The seed of each entry of ``values(key)`` (pairs two metrics of the same runs)."""
+        return [r.run.seed for r in self.records if value_of(r, key) is not None]
+
     def status_text(self) -> str:
         n = len(self.records)
         return f"{self.counts['done']}/{n} done" + "".join(
@@ -449,7 +453,7 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
         ms = {}
         for k in keys:
             c = cells[(g.arm, g.dataset, k)]
-            ms[k] = {"values": g.values(k), "n": c.summary.n, "mean": _f(c.summary.mean),
+            ms[k] = {"values": g.values(k), "seeds": g.seeds(k), "n": c.summary.n, "mean": _f(c.summary.mean),
                      "lo": _f(c.summary.lo), "hi": _f(c.summary.hi)}
             if c.cmp is not None:
                 ms[k].update(diff=_f(c.cmp.diff), diff_lo=_f(c.cmp.lo), diff_hi=_f(c.cmp.hi), p=_f(c.cmp.p))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import claims, config
+from bench import claims, config, pegasus
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if not p.name.startswith("_"))
@@ -23,12 +23,18 @@ def _pairs():
 @pytest.mark.parametrize("path,spec,chk", list(_pairs()))
 def test_every_check_resolves_to_arms_of_every_file_listing_the_claim(path, spec, chk):
     arms = list(spec.arms)
+    arm = spec.baseline_arm() if chk.arm == "baseline" else chk.arm
     ref = spec.baseline_arm() if chk.ref == "baseline" else chk.ref
     if chk.datasets and not set(chk.datasets) & set(spec.datasets):
         pytest.skip(f"{path.name} does not run {chk.datasets}")
-    assert claims._match(chk.arm, arms), f"{path.name}: no arm matches {chk.arm!r} (arms: {arms})"
+    assert claims._match(arm, arms), f"{path.name}: no arm matches {chk.arm!r} (arms: {arms})"
     assert claims._match(ref, arms), f"{path.name}: no arm matches {ref!r} (arms: {arms})"
-    assert chk.metric == claims.DIVERGED or chk.metric in claims.CATALOGUE, chk.metric
+    assert chk.expect in claims.EXPECTS, chk.expect
+    known = set(claims.CATALOGUE) | set(pegasus.metric_keys()) | {claims.DIVERGED}
+    for key in filter(None, (chk.metric, chk.ref_metric)):
+        assert key in known, key
+        if key.startswith("pegasus_"):      # only measured when the file asks for the interpolation pass
+            assert all(run.eval.get("pegasus") for run in config.expand(spec)), f"{path.name}: eval.pegasus unset"
 
 
 @pytest.mark.parametrize("cid", list(claims.CLAIMS))
@@ -44,3 +50,52 @@ def test_each_claim_listed_by_a_file_is_registered_for_it():
         spec = config.load(path)
         for cid in spec.claims:
             assert spec.name in claims.CLAIMS[cid].ablations or spec.name == "quick", (path.name, cid)
+
+
+def _summary(rows: dict[str, dict[int, float]], arm: str = "full") -> dict:
+    """A minimal summary.json: one arm on stl10, metric -> {seed: value}."""
+    metrics = {k: {"values": list(v.values()), "seeds": list(v.keys())} for k, v in rows.items()}
+    return {"arms": {arm: {}}, "baseline": arm, "datasets": ["stl10"],
+            "groups": [{"arm": arm, "dataset": "stl10", "counts": {"done": 3}, "metrics": metrics}]}
+
+
+def test_paired_check_pairs_by_seed_and_needs_a_consistent_difference():
+    chk = claims._paired("a", "b", "baseline", "lower")
+    # per-seed differences -0.10, -0.11, -0.09: consistent, although the spread across seeds is large
+    good = _summary({"a": {0: 0.40, 1: 0.89, 2: 0.11}, "b": {0: 0.50, 1: 1.00, 2: 0.20}})
+    (o,) = claims.evaluate(claims.Claim("X", "x", ("f",), (chk,)), good)
+    assert o.score == 1 and o.n == "3 paired" and o.arm == "full" and o.p < 0.01
+    # the same values with the seeds shuffled on one side no longer pair up
+    shuffled = _summary({"a": {1: 0.40, 2: 0.89, 0: 0.11}, "b": {0: 0.50, 1: 1.00, 2: 0.20}})
+    (o,) = claims.evaluate(claims.Claim("X", "x", ("f",), (chk,)), shuffled)
+    assert o.score == 0
+    # a Welch test on the unpaired values would not see the effect either: pairing is what finds it
+    assert not claims.stats.welch([0.40, 0.89, 0.11], [0.50, 1.00, 0.20]).significant
+
+
+def test_paired_check_with_a_missing_metric_is_not_measured():
+    chk = claims._paired("a", "b", "baseline", "lower")
+    (o,) = claims.evaluate(claims.Claim("X", "x", ("f",), (chk,)), _summary({"a": {0: 1.0}}))
+    assert o.score is None and o.effect == "not measured"
+
+
+@pytest.mark.parametrize("expect,diffs,score", [
+    ("not_lower", [0.001, -0.001, 0.0005], 1),      # within the 2% margin of a reference near 0.5
+    ("not_lower", [-0.30, -0.31, -0.29], -1),       # significantly lower by far more than the margin
+    ("not_lower", [0.2, -0.2, 0.0], 0),             # too noisy to tell
+    ("not_higher", [0.30, 0.31, 0.29], -1),
+])
+def test_non_inferiority_both_directions(expect, diffs, score):
+    ref = {0: 0.5, 1: 0.5, 2: 0.5}
+    arm = {s: 0.5 + d for s, d in zip(ref, diffs)}
+    chk = claims._paired("a", "b", "baseline", expect)
+    (o,) = claims.evaluate(claims.Claim("X", "x", ("f",), (chk,)), _summary({"a": arm, "b": ref}))
+    assert o.score == score, o.effect
+
+
+def test_c11_rule_is_registered_before_its_runs_and_counts_realism_and_class_mass():
+    c11 = claims.CLAIMS["C11"]
+    counted = {(c.metric, c.ref_metric, c.expect) for c in c11.checks if c.counted}
+    assert ("pegasus_kid_mid_lerp", "pegasus_kid_mid_crossfade", "lower") in counted
+    assert ("pegasus_joint_mass_lerp", "pegasus_joint_mass_crossfade", "not_lower") in counted
+    assert all(c.ref_metric and c.arm == "baseline" for c in c11.checks)
