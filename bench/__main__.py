@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-kid", action="store_true", help="skip KID of the midpoints (Inception)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     from bench import weights
+    p = sub.add_parser("pegasus", help="results/pegasus/: rank the arms of STL-10 files by their latent "
+                                       "interpolation (C11) and draw the best run's sheets")
+    p.add_argument("files", nargs="+", type=Path, help="ablation YAMLs whose runs scored eval.pegasus")
+    p.add_argument("--from", dest="from_cls", default="horse", help="first class (default horse)")
+    p.add_argument("--to", dest="to_cls", default="bird", help="second class (default bird)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value in every file, e.g. data.stl10.root=PATH")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs live (default: runs/)")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines")
     weights.add_parser(sub)
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
@@ -76,7 +87,7 @@ def cmd_plan(args) -> int:
             ("partial" if (args.runs_dir / run.rel_dir / store.CKPT).exists() else "todo")
         params = built[(str(run.model), str(run.loss))]
         losses = " + ".join(f"{t['weight']:g}*{t['name']}" for t in run.loss)
-        print(f"  {str(run.rel_dir):<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
+        print(f"  {run.rel_dir!s:<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
               f"{losses}, {run.train['steps']} steps x {run.train['batch_size']}")
     return 0
 
@@ -96,7 +107,8 @@ def _build_all(spec, runs) -> dict:
                 model = build_model(run, _cpu())
             except ConfigError as exc:
                 where = "defaults.model" if not spec.arms[run.arm].model else f"arms.{run.arm}.model"
-                raise ConfigError(f"{spec.source}: {where}.{exc.key or 'name'} ({run.dataset}): {exc.message}") from None
+                raise ConfigError(f"{spec.source}: {where}.{exc.key or 'name'} ({run.dataset}): "
+                                  f"{exc.message}") from None
             try:
                 Objective.from_config(run.loss)
             except WeightsError as exc:
@@ -118,7 +130,7 @@ def _cpu():
 
 
 def cmd_run(args) -> int:
-    from bench import config, data, runners, tables
+    from bench import config, data, runners
 
     if args.dry_run:
         return cmd_plan(args)
@@ -143,14 +155,13 @@ def cmd_run(args) -> int:
 
 def _write_tables(spec, runs, args) -> Path:
     """Tables under results/<name>/, or results/<name>~trial-<hash>/ when --set changed the experiment."""
-    from bench import config, runners, tables
+    from bench import config, report, runners
 
     name, as_written = config.results_name(spec)
     if not as_written:
         runners.say(f"note: --set {' '.join(config.experiment_overrides(spec.overrides))} changes the "
                     f"experiment: results go to {args.results_dir / name} (a trial; CLAIMS.md ignores it)")
-    return tables.write_tables(spec, runs, args.runs_dir, args.results_dir, results_name=name,
-                               as_written=as_written)
+    return report.write(spec, runs, args.runs_dir, args.results_dir, results_name=name, as_written=as_written)
 
 
 def cmd_table(args) -> int:
@@ -180,6 +191,15 @@ def cmd_interpolate(args) -> int:
                                   progress=not args.no_progress)
     print(pegasus.summary(ev))
     print(out)
+    return 0
+
+
+def cmd_pegasus(args) -> int:
+    from bench import config, pegasus_report
+
+    specs = [config.load(f, args.overrides) for f in args.files]
+    print(pegasus_report.write_report(specs, args.runs_dir, args.results_dir, args.from_cls, args.to_cls,
+                                      device=args.device, progress=not args.no_progress))
     return 0
 
 
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "score": cmd_score, "list": cmd_list,
                 "data": cmd_data,
-                "weights": _weights_cli, "interpolate": cmd_interpolate}[args.cmd](args)
+                "weights": _weights_cli, "interpolate": cmd_interpolate, "pegasus": cmd_pegasus}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2

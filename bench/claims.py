@@ -86,7 +86,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
            _check("spectral_dist", "kernel3", "baseline", "higher")),
           "with no padding, kernel 3 also changes the bottleneck (3x3 vs 2x2 at 32 px) and the fc-head size; "
           "the Arms table of each ablation shows both."),
-    Claim("C5", "Max-pool vs stride: minimal quality difference; stride is cheaper", ("architecture", "architecture_cpu"),
+    Claim("C5", "Max-pool vs stride: minimal quality difference; stride is cheaper",
+          ("architecture", "architecture_cpu"),
           (_check("recon_ssim", "maxpool", "baseline", "same"),
            _check("train_images_per_s", "maxpool", "baseline", "lower"))),
     Claim("C6", "ResNet blocks: no significant quality gain and slower training", ("architecture", "architecture_cpu"),
@@ -193,8 +194,8 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
                 continue
             label_a, label_r = ",".join(g["arm"] for g in ga), ",".join(g["arm"] for g in gr)
             if chk.metric == DIVERGED:
-                ka, na = sum(g["counts"]["diverged"] for g in ga), sum(g["counts"]["done"] + g["counts"]["diverged"] for g in ga)
-                kr, nr = sum(g["counts"]["diverged"] for g in gr), sum(g["counts"]["done"] + g["counts"]["diverged"] for g in gr)
+                ka, na = _diverged(ga)
+                kr, nr = _diverged(gr)
                 if na == 0 or nr == 0:
                     out.append(Outcome(chk, ds, label_a, label_r, "not run", math.nan, "0", None))
                     continue
@@ -211,7 +212,8 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
             va = [v for g in ga for v in (g["metrics"].get(chk.metric) or {}).get("values", [])]
             vr = [v for g in gr for v in (g["metrics"].get(chk.metric) or {}).get("values", [])]
             if not va or not vr:
-                out.append(Outcome(chk, ds, label_a, label_r, "not measured", math.nan, f"{len(va)} vs {len(vr)}", None))
+                out.append(Outcome(chk, ds, label_a, label_r, "not measured", math.nan,
+                                   f"{len(va)} vs {len(vr)}", None))
                 continue
             out.append(_compare(chk, ds, label_a, label_r, va, vr))
     return out
@@ -244,6 +246,12 @@ def _tests(va: list[float], vr: list[float], paired: bool):
     return (stats.welch(va, vr),
             lambda sign: stats.one_sided_upper(va, vr) if sign > 0 else stats.one_sided_upper(vr, va),
             lambda sided: stats.detectable_effect(va, vr, sided=sided))
+
+
+def _diverged(groups: list[dict[str, Any]]) -> tuple[int, int]:
+    """(diverged runs, done + diverged runs) over groups."""
+    c = [g["counts"] for g in groups]
+    return sum(x["diverged"] for x in c), sum(x["done"] + x["diverged"] for x in c)
 
 
 def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], vr: list[float],

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,10 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
+from bench import data as data_mod
 from bench.errors import BenchError, ConfigError
+from losses import LOSSES
+from models import MODELS
 
 CLAIM_IDS = [f"C{i}" for i in range(1, 12)]
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -286,9 +290,7 @@ def _set_path(data: dict, path: Path_, value: Any) -> None:
         if not isinstance(cur, dict):
             raise ConfigError("cannot set a key inside a non-mapping value", file="--set", key=_dotted(path))
         cur = cur.setdefault(p, {})
-    if isinstance(cur, list) and isinstance(path[-1], int) and path[-1] < len(cur):
-        cur[path[-1]] = value
-    elif isinstance(cur, dict):
+    if (isinstance(cur, list) and isinstance(path[-1], int) and path[-1] < len(cur)) or isinstance(cur, dict):
         cur[path[-1]] = value
     else:
         raise ConfigError("cannot set a key inside a non-mapping value", file="--set", key=_dotted(path))
@@ -362,8 +364,6 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 
 def _check(spec: AblationSpec, where: _Lines) -> None:
     """Everything that can be checked without touching data or training: names, args, types."""
-    from bench import data as data_mod
-
     if spec.baseline is not None and spec.baseline not in spec.arms:
         raise where.error(f"unknown arm {spec.baseline!r}" + _did_you_mean(spec.baseline, list(spec.arms)),
                           ("baseline",))
@@ -407,8 +407,6 @@ def _split(key: str | None) -> Path_:
 
 def dataset_spec(spec: AblationSpec, name: str, arm: str | None = None):
     """The DataSpec for a dataset name: built-in definition < the file's ``data.<name>`` < the arm's ``data``."""
-    from bench import data as data_mod
-
     raw = _merge(data_mod.DEFAULT_DATASETS.get(name, {}), spec.data.get(name, {}))
     if arm is not None:
         raw = _merge(raw, spec.arms[arm].data)
@@ -428,19 +426,20 @@ class _RunError(Exception):
         self.message, self.candidates = message, candidates
 
 
+def _prefixed(*prefixes: tuple) -> Callable[[tuple], tuple[tuple, ...]]:
+    """key -> the same key under each prefix (the candidate places a bad value may come from)."""
+    return lambda key: tuple(p + key for p in prefixes)
+
+
 def expand(spec: AblationSpec) -> list[RunSpec]:
     """arms x datasets x seeds -> fully resolved RunSpecs (models and losses bound and type-checked)."""
-    from losses import LOSSES
-    from models import MODELS
-
     runs: list[RunSpec] = []
     for arm_name, arm in spec.arms.items():
         for ds_name in spec.datasets:
             ds = dataset_spec(spec, ds_name, arm_name)
             # model: dataset defaults < defaults.model < arm.model
             model_raw = _merge(_merge(ds.model, spec.defaults.model), arm.model)
-            cand_model = lambda k: (("arms", arm_name, "model") + k, ("defaults", "model") + k,  # noqa: E731
-                                    ("data", ds_name, "model") + k)
+            cand_model = _prefixed(("arms", arm_name, "model"), ("defaults", "model"), ("data", ds_name, "model"))
             mname = model_raw.pop("name", None)
             if mname is None:
                 raise _RunError("model name is missing", ("defaults", "model", "name"))
@@ -472,15 +471,13 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
             if not losses:
                 raise _RunError("at least one loss term is needed", loss_from)
             train = _validate(TrainSpec, _merge(spec.defaults.train, arm.train),
-                              lambda k: (("arms", arm_name, "train") + k, ("defaults", "train") + k))
-            ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval),
-                           lambda k: (("arms", arm_name, "eval") + k, ("defaults", "eval") + k))
+                              _prefixed(("arms", arm_name, "train"), ("defaults", "train")))
+            eval_keys = _prefixed(("arms", arm_name, "eval"), ("defaults", "eval"))
+            ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval), eval_keys)
             if ev["pegasus"] is not None:
-                _check_eval_classes(ev["pegasus"], ds, lambda k: (("arms", arm_name, "eval") + k,
-                                                                  ("defaults", "eval") + k), key="pegasus")
+                _check_eval_classes(ev["pegasus"], ds, eval_keys, key="pegasus")
             if ev["classes"] is not None:
-                _check_eval_classes(ev["classes"], ds, lambda k: (("arms", arm_name, "eval") + k,
-                                                                  ("defaults", "eval") + k))
+                _check_eval_classes(ev["classes"], ds, eval_keys)
             data_dump = {**ds.model_dump(), **ds.source_args()}   # source args completed with defaults
             for seed in spec.seeds:
                 run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
@@ -492,8 +489,6 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
 def _check_eval_classes(classes: list[str], ds, candidates, key: str = "classes") -> None:
     """eval.classes / eval.pegasus must name distinct classes the dataset knows (for eval.classes
     on a class-subset arm: inside its subset; the pegasus walk uses the held-out split's classes)."""
-    from bench import data as data_mod
-
     if not classes or len(set(classes)) != len(classes):
         raise _RunError("must name distinct classes (or be omitted)", *candidates((key,)))
     try:
@@ -552,5 +547,15 @@ def run_hash(run: RunSpec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-__all__ = ["AblationSpec", "RunSpec", "TrainSpec", "EvalSpec", "load", "expand", "dataset_spec",
-           "read_yaml", "parse_override", "BenchError"]
+__all__ = [
+    "AblationSpec",
+    "BenchError",
+    "EvalSpec",
+    "RunSpec",
+    "TrainSpec",
+    "dataset_spec",
+    "expand",
+    "load",
+    "parse_override",
+    "read_yaml",
+]

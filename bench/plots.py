@@ -18,11 +18,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
 
-from bench import stats, store  # noqa: E402
+from bench import stats, store
+from bench.tables import info
 
 DPI = 110
 KEY_METRICS = ["fid_samples", "recon_ssim", "recon_psnr", "lpips", "sample_colour_dist", "recon_colour_dist",
@@ -31,13 +32,9 @@ COST = "train_images_per_s"
 LOG_SKIP = {"step", "images_per_s", "elapsed_s"}
 
 
-def _info(key):
-    from bench.tables import info
-    return info(key)
-
 
 def _label(key: str) -> str:
-    i = _info(key)
+    i = info(key)
     arrow = " (↑ better)" if i.higher_is_better else " (↓ better)" if i.higher_is_better is False else ""
     return i.title + arrow
 
@@ -173,7 +170,7 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
     quality = next((k for k in ("fid_samples", "recon_ssim", "recon_psnr") if k in keys), None)
     if quality is None or COST not in keys:
         return None
-    hib = bool(_info(quality).higher_is_better)
+    hib = bool(info(quality).higher_is_better)
     arms = list(dict.fromkeys(g.arm for g in groups))
     datasets = list(dict.fromkeys(g.dataset for g in groups))
     markers = dict(zip(arms, "osD^vP*Xh<>p"))
@@ -201,7 +198,7 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
     ax.set_title(f"{spec.name}: quality vs cost (mean ± 95% CI)", fontsize=11)
     fig.tight_layout()
     _save(fig, fig_dir / "pareto.png")
-    return "figures/pareto.png", f"{_info(quality).title} vs training images/s, with the Pareto front"
+    return "figures/pareto.png", f"{info(quality).title} vs training images/s, with the Pareto front"
 
 
 def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
@@ -213,7 +210,7 @@ def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
     for r in records:
         if r.status not in ("done", "diverged"):
             continue
-        loss = "+".join(l["name"] for l in r.run.loss if l["name"] != "kl") or "kl"
+        loss = "+".join(t["name"] for t in r.run.loss if t["name"] != "kl") or "kl"
         q = None
         if r.status == "done" and quality:
             q = (r.doc.get("metrics") or {}).get(quality, {}).get("value")

@@ -35,6 +35,7 @@ from torch import nn
 from bench import data as data_mod
 from bench import store
 from bench.errors import BenchError
+from bench.paths import cache_root
 
 PROBE_VERSION = 1
 EVAL_BATCH = 256
@@ -121,7 +122,7 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: list[str], 
 
 
 def cache_path(fp: str) -> Path:
-    return data_mod.cache_dir().parent / "probes" / f"{fp[:24]}.pt"
+    return cache_root() / "probes" / f"{fp[:24]}.pt"
 
 
 def _labelled(s: data_mod.ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +152,7 @@ def _augment(x: torch.Tensor, cfg: ProbeConfig, g: torch.Generator) -> torch.Ten
     return x
 
 
+@torch.enable_grad()      # also when called from a no_grad scoring pass (first use of a dataset)
 def train_probe(images: torch.Tensor, labels: torch.Tensor, n_classes: int, cfg: ProbeConfig,
                 device: torch.device, *, progress: bool = True, desc: str = "probe") -> ProbeNet:
     """Train a ProbeNet on uint8 (N, 3, H, W) images with labels in 0..n_classes-1."""

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from bench import store
 from bench.config import AblationSpec, RunSpec
+from bench.runtime import resolve_device
+from bench.scoring import score
+from bench.train import result_dict, train
 
 
 @dataclass
@@ -32,9 +35,6 @@ def say(msg: str) -> None:
 
 def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True) -> dict:
     """Train + score one run; write metrics.json last. Returns the metrics document."""
-    from bench.runtime import resolve_device
-    from bench.scoring import score
-    from bench.train import result_dict, train
 
     store.write_yaml(run_dir / "config.yaml", run.resolved())
     env = store.environment(resolve_device(run.train["device"]))
@@ -98,8 +98,6 @@ def rescore(runs: list[RunSpec], runs_root: Path, *, progress: bool = True) -> S
     """Re-score finished runs from their checkpoints with the evaluation settings of ``runs``
     (evaluation is not part of a run's identity, so nothing retrains).  Each metrics.json is
     replaced atomically; ``scored`` records the commit and eval settings that produced it."""
-    from bench.runtime import resolve_device
-    from bench.scoring import score
 
     summary = Summary()
     for i, run in enumerate(runs, 1):

@@ -27,9 +27,10 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -38,10 +39,14 @@ from bench import pegasus, store, subsets
 from bench.config import RunSpec
 from bench.errors import BenchError
 from bench.metrics import cost, quality
+from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
 from bench.runtime import autocast, load_run_model, resolve_device
 from bench.sheets import interleave_rows, save_grid
 from bench.subsets import kid_subset_size
+from losses import Objective
+from losses.ssim import window_for
+from models.conv import count_params
 
 AU_THRESHOLD = 0.01   # Burda et al. (2016): a latent unit is active if Cov_x(E[z|x]) > 0.01
 KL_COLLAPSE_NATS = 0.5  # a mean KL below this per image means the posterior ignores x
@@ -50,7 +55,7 @@ RESIZE = "bench.data.resize: torch bilinear, antialias (identity at native resol
 SAMPLE_SEED_OFFSET = 2          # samples: run.seed + 2 (init uses seed, training noise seed + 1)
 COST_WARMUP, COST_REPEATS = 3, 7
 
-__all__ = ["score", "metric", "unavailable", "eval_sets", "EvalSets", "save_grid"]
+__all__ = ["EvalSets", "eval_sets", "metric", "save_grid", "score", "unavailable"]
 
 
 # --------------------------------------------------------------------------- pure metric functions
@@ -73,7 +78,6 @@ def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def ssim_window(side: int, preferred: int = 11) -> int:
     """The largest odd Gaussian window <= ``preferred`` that fits the image side (the loss's rule)."""
-    from losses.ssim import window_for
     return window_for(side, preferred)
 
 
@@ -336,8 +340,6 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
                   train_result: dict[str, Any]) -> dict[str, Any]:
     """Params, FLOPs, and throughput measured in an isolated pass after training (warm-up, median of
     repeats, one fixed batch), never from the training loop's wall clock."""
-    from models.conv import count_params
-
     res = data_mod.DataSpec(**run.data).resolution
     c = {"device": str(device), "device_name": store.device_name(device), "resolution": res,
          "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -387,8 +389,6 @@ def _bottleneck(model) -> dict[str, Any]:
 
 def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float, float | None]:
     """(images/s, peak CUDA MiB or None) of one training step on a copy of the model."""
-    from losses import Objective
-
     m = copy.deepcopy(model).train()
     objective = Objective.from_config(run.loss).to(device)
     opt = torch.optim.Adam(m.parameters(), lr=run.train["lr"], fused=device.type == "cuda" or None)
@@ -407,12 +407,9 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
         total.backward()
         opt.step()
 
-    try:
-        ips = cost.throughput(step, x, device=device, warmup=COST_WARMUP, repeats=COST_REPEATS)
-        peak = cost.peak_memory_mb(lambda: step(x), device)
-    finally:
-        del m, opt
-    return ips, peak
+    ips = cost.throughput(step, x, device=device, warmup=COST_WARMUP, repeats=COST_REPEATS)
+    peak = cost.peak_memory_mb(lambda: step(x), device)
+    return ips, peak           # the copy and its optimiser state go out of scope here
 
 
 def _mfu(flops: int, ips: float, device: torch.device, c: dict[str, Any]) -> dict[str, Any]:
@@ -433,12 +430,6 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: Ev
     """fid_samples, kid_samples, fid_recon, lpips, st_lpips — or ``unavailable`` records."""
     if not enabled:
         return {k: unavailable("fidelity metrics disabled (eval.fidelity: false)", **base) for k in FIDELITY_KEYS}
-    try:
-        from bench.metrics import fidelity as fid_mod
-    except Exception as e:  # missing module or a broken optional dependency
-        why = f"fidelity metrics not installed: {type(e).__name__}: {e}".splitlines()[0]
-        return {k: unavailable(why, **base) for k in FIDELITY_KEYS}
-
     out: dict[str, Any] = {}
     sel = sets.proto("fid")
 

@@ -1,7 +1,8 @@
 """Aggregate finished runs into results/<ablation>/: table.md, table.csv, table.tex, summary.json,
-figures/*.png, README.md; then refresh results/README.md and results/CLAIMS.md.
+README.md, and the results index results/README.md (``bench.report`` runs the whole report stage).
 
-    write_tables(spec, runs, runs_root, results_root) -> results/<ablation>/table.md
+    v = view(spec, runs, runs_root)                 # records, groups, cells, provenance
+    write_tables(v, runs_root, out_dir, figures)    # -> results/<ablation>/table.md
 
 Only the runs of the *current* configuration count (matched by their hash), so a stale run of an
 edited arm never leaks into a table.  Diverged, failed and pending runs are counted, never dropped.
@@ -15,11 +16,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shlex
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +63,25 @@ def info(key: str) -> MetricInfo:
     return CATALOGUE.get(key) or MetricInfo(key, ".4g", None, "other", "")
 
 
+TIMED = ("train_images_per_s", "sample_images_per_s", "mfu")   # isolated timings: void on a busy machine
+
+
+def busy_reason(key: str, m: dict[str, Any]) -> str | None:
+    """Why a timing does not count: other work shared the CPU while it was measured."""
+    if key in TIMED and m.get("machine_busy"):
+        return f"measured while other work shared the machine (load {m.get('load_1min')}); re-measure quiet"
+    return None
+
+
 def value_of(rec: RunRecord, key: str) -> float | None:
-    """The finite value of a metric in a finished (done) run, else None."""
+    """The finite value of a metric in a finished (done) run, else None (also for a cost number
+    measured on a busy machine: it is listed with its reason, never compared)."""
     if rec.status != "done":
         return None
-    v = (rec.doc.get("metrics") or {}).get(key, {}).get("value")
+    m = (rec.doc.get("metrics") or {}).get(key, {})
+    if busy_reason(key, m):
+        return None
+    v = m.get("value")
     if v is None or isinstance(v, bool) or not math.isfinite(float(v)):
         return None
     return float(v)
@@ -125,7 +140,8 @@ def metric_keys(records: list[RunRecord]) -> tuple[list[str], dict[str, list[str
             if value_of(r, key) is not None:
                 shown.add(key)
             else:
-                reasons.setdefault(key, set()).add(str(rec.get("unavailable") or "no value"))
+                why = rec.get("unavailable") or busy_reason(key, rec) or "no value"
+                reasons.setdefault(key, set()).add(str(why).split(" (load")[0])
     order = [k for k in CATALOGUE if k in present] + sorted(present - set(CATALOGUE))
     return [k for k in order if k in shown], {k: sorted(reasons[k]) for k in order if k in reasons}
 
@@ -181,11 +197,18 @@ def _distinct(values) -> list[str]:
     return sorted({str(v) for v in values if v not in (None, "")})
 
 
-def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]:
+def run_commits(records: list[RunRecord]) -> list[str]:
+    """Every commit that trained (env.json) or scored a finished run."""
     finished = [r for r in records if r.status in ("done", "degenerate", "diverged")]
     envs = [r.doc.get("env") or {} for r in finished]
     scored = [(r.doc.get("scored") or {}).get("git_commit") for r in finished if r.status != "diverged"]
-    commits = _distinct([e.get("git_commit") for e in envs] + scored)
+    return _distinct([e.get("git_commit") for e in envs] + scored)
+
+
+def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]:
+    finished = [r for r in records if r.status in ("done", "degenerate", "diverged")]
+    envs = [r.doc.get("env") or {} for r in finished]
+    commits = run_commits(records)
     return {
         "compute": compute_time(finished),
         "commits": commits,
@@ -238,7 +261,7 @@ def last_update(records: list[RunRecord], runs_root: Path) -> str | None:
                 times.append(p.stat().st_mtime)
     if not times:
         return None
-    return datetime.fromtimestamp(max(times), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(max(times), tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _protocol(records: list[RunRecord], key: str) -> str:
@@ -270,7 +293,8 @@ def _md_cell(cell: Cell, key: str, n_done: int) -> str:
     return text
 
 
-GROUP_TITLES = {"runs": "Runs", "quality": "Reconstruction quality", "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
+GROUP_TITLES = {"runs": "Runs", "quality": "Reconstruction quality",
+                "fidelity": "Pretrained-network metrics (FID, KID, LPIPS)",
                 "colour": "Colour (C3)", "artifact": "Artifacts and sharpness (C4)", "latent": "Latent space (C9)",
                 "pegasus": "Pegasus: latent interpolation (C11)", "cost": "Cost (C5-C7)"}
 
@@ -320,23 +344,28 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
         "**Bold**: best mean of its column and dataset *and* significantly better (Welch p < "
         f"{stats.ALPHA}) than the runner-up; columns without a direction (no ↑/↓) are never bold. "
         "Diverged, failed and pending runs are counted under *runs* and excluded from every mean.\n")
-    md.write("\n## Metric protocol\n\n")
+    md.write(_protocol_section(records, keys, unavailable))
+    return md.getvalue()
+
+
+def _protocol_section(records: list[RunRecord], keys: list[str], unavailable: dict[str, list[str]]) -> str:
+    """How each metric was measured, why some are missing, and which runs are excluded."""
+    out = ["\n## Metric protocol\n\n"]
     for k in keys:
         i = info(k)
-        md.write(f"- **{i.title}** (`{k}`): {i.doc or 'see bench/metrics'}. {_protocol(records, k)}\n")
+        out.append(f"- **{i.title}** (`{k}`): {i.doc or 'see bench/metrics'}. {_protocol(records, k)}\n")
     if unavailable:
-        md.write("\n**Unavailable metrics** (value missing in some or all done runs):\n\n")
-        for k, reasons in unavailable.items():
-            md.write(f"- `{k}`: {'; '.join(reasons)}\n")
+        out.append("\n**Unavailable metrics** (value missing in some or all done runs):\n\n")
+        out += [f"- `{k}`: {'; '.join(reasons)}\n" for k, reasons in unavailable.items()]
     bad = [r for r in records if r.status in ("degenerate", "diverged", "failed")]
     if bad:
-        md.write("\n**Degenerate / diverged / failed runs** (excluded from every mean and comparison):\n\n")
+        out.append("\n**Degenerate / diverged / failed runs** (excluded from every mean and comparison):\n\n")
         for r in bad:
             why = ((r.doc.get("train") or {}).get("reason") if r.status == "diverged"
                    else "; ".join(r.doc["metrics"]["degenerate"].get("reasons") or []) if r.status == "degenerate"
                    else r.doc.get("error")) or "no reason recorded"
-            md.write(f"- `{r.run.rel_dir.as_posix()}` {r.status}: {str(why).splitlines()[0]}\n")
-    return md.getvalue()
+            out.append(f"- `{r.run.rel_dir.as_posix()}` {r.status}: {str(why).splitlines()[0]}\n")
+    return "".join(out)
 
 
 def _loss_text(loss: list[dict[str, Any]]) -> str:
@@ -385,7 +414,8 @@ def render_csv(records: list[RunRecord], all_keys: list[str]) -> str:
                         "seed": r.run.seed, "hash8": r.run.hash8, "status": r.status, "metric": key,
                         "value": "" if v is None else repr(v), "n": rec.get("n", ""),
                         "split": rec.get("split", ""),
-                        "unavailable": rec.get("unavailable", "") if r.status == "done" and v is None else ""})
+                        "unavailable": (rec.get("unavailable") or busy_reason(key, rec) or "")
+                        if r.status == "done" and v is None else ""})
     return buf.getvalue()
 
 
@@ -446,7 +476,7 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
                   cells: dict, facts: dict[str, Any], updated: str | None, figures: list[tuple[str, str]]) -> dict:
     arms = {}
     for r in records:
-        arms.setdefault(r.run.arm, {"losses": [l["name"] for l in r.run.loss], "lr": r.run.train["lr"],
+        arms.setdefault(r.run.arm, {"losses": [t["name"] for t in r.run.loss], "lr": r.run.train["lr"],
                                     "model": r.run.model.get("name")})
     out_groups = []
     for g in groups:
@@ -467,46 +497,46 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
 
 # --------------------------------------------------------------------------- entry point
 
-def write_tables(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path,
-                 *, results_name: str | None = None, as_written: bool = True) -> Path:
-    """Write results/<results_name or spec.name>/.  ``as_written=False`` marks results produced under
-    overrides that change the experiment: they are labelled as trials and CLAIMS.md ignores them."""
-    runs_root, results_root = Path(runs_root), Path(results_root)
-    records = collect(runs, runs_root)
-    out_dir = results_root / (results_name or spec.name)
+@dataclass
+class View:
+    """Everything the tables and figures of one ablation are computed from."""
+    spec: AblationSpec
+    records: list[RunRecord]
+    groups: list[Group]
+    keys: list[str]                          # metrics with a value in at least one done run
+    unavailable: dict[str, list[str]]        # metric -> reasons it is missing somewhere
+    cells: dict
+    facts: dict[str, Any]
+
+
+def view(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, as_written: bool = True) -> View:
+    records = collect(runs, Path(runs_root))
     groups = groups_of(spec, records)
     keys, unavailable = metric_keys(records)
-    all_keys = [k for k in list(CATALOGUE) + sorted(set(unavailable) - set(CATALOGUE))
-                if k in keys or k in unavailable]
-    cells = cells_of(spec, groups, keys)
     facts = {**header_facts(spec, records), "as_written": as_written, "overrides": list(spec.overrides)}
-    if facts["provenance"]:
-        print(f"warning: {spec.name}: {facts['provenance']}", file=sys.stderr)
+    return View(spec, records, groups, keys, unavailable, cells_of(spec, groups, keys), facts)
 
-    md = render_markdown(spec, records, groups, keys, cells, unavailable, facts)
+
+def write_tables(v: View, runs_root: Path, out_dir: Path, figures: list[tuple[str, str]]) -> Path:
+    """Write ``out_dir``: table.md/.csv/.tex, the sheets, README.md (tables + ``figures``) and summary.json.
+    Called by ``bench.report.write``, which also draws the figures and refreshes the index and CLAIMS.md."""
+    spec, records = v.spec, v.records
+    if v.facts["provenance"]:
+        print(f"warning: {spec.name}: {v.facts['provenance']}", file=sys.stderr)
+    all_keys = [k for k in list(CATALOGUE) + sorted(set(v.unavailable) - set(CATALOGUE))
+                if k in v.keys or k in v.unavailable]
+    md = render_markdown(spec, records, v.groups, v.keys, v.cells, v.unavailable, v.facts)
     store.write_text(out_dir / "table.md", md)
     store.write_text(out_dir / "table.csv", render_csv(records, all_keys))
-    store.write_text(out_dir / "table.tex", render_latex(spec, groups, keys, cells))
-
-    try:
-        from bench import plots
-        figures = plots.write_figures(spec, records, groups, keys, runs_root, out_dir / "figures")
-    except Exception as exc:  # a plotting bug must not lose the tables of a finished sweep
-        print(f"warning: figures for {spec.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        figures = []
-    sheets = _copy_sheets(records, runs_root, out_dir)
-
+    store.write_text(out_dir / "table.tex", render_latex(spec, v.groups, v.keys, v.cells))
+    sheets = _copy_sheets(records, Path(runs_root), out_dir)
     readme = md + "\nFiles: [table.md](table.md) · [table.csv](table.csv) (one row per run × metric) · " \
-              "[table.tex](table.tex) (booktabs) · [summary.json](summary.json)\n"
+                  "[table.tex](table.tex) (booktabs) · [summary.json](summary.json)\n"
     if figures:
         readme += "\n## Figures\n\n" + "".join(f"**{cap}**\n\n![{cap}]({f})\n\n" for f, cap in figures)
-    readme += sheets
-    store.write_text(out_dir / "README.md", readme)
-    store.write_json(out_dir / SUMMARY, build_summary(spec, records, groups, keys, cells, facts,
-                                                      last_update(records, runs_root), figures))
-    from bench import claims
-    write_index(results_root)
-    claims.write_claims(results_root)
+    store.write_text(out_dir / "README.md", readme + sheets)
+    store.write_json(out_dir / SUMMARY, build_summary(spec, records, v.groups, v.keys, v.cells, v.facts,
+                                                      last_update(records, Path(runs_root)), figures))
     return out_dir / "table.md"
 
 

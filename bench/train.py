@@ -145,7 +145,7 @@ def _truncate_log(path: Path, step: int) -> None:
                 keep.append(line)
         except (ValueError, KeyError):
             continue
-    store.write_text(path, "".join(l + "\n" for l in keep))
+    store.write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _progress(enabled: bool, total: int, initial: int, desc: str):

@@ -27,10 +27,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 

@@ -14,9 +14,8 @@ So ``weight: 1`` means the same thing in every arm and arms stay comparable.
 """
 from __future__ import annotations
 
-from bench.registry import Registry
+from losses import colour, deep_feature, kl, pixel, ssim  # register the terms
+from losses.objective import Objective, Term
+from losses.registry import LOSSES
 
-LOSSES = Registry("loss")
-
-from losses.objective import Objective, Term  # noqa: E402,F401
-from losses import pixel, ssim, colour, kl, deep_feature  # noqa: E402,F401  (register terms)
+__all__ = ["LOSSES", "Objective", "Term", "colour", "deep_feature", "kl", "pixel", "ssim"]

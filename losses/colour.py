@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from losses import LOSSES
 from losses.objective import Term
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 
 @LOSSES.register("colour")

@@ -31,9 +31,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from losses import LOSSES
+from bench.pretrained import VGG19Features, build_lpips
 from losses.objective import Term
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 
 @contextlib.contextmanager
@@ -81,45 +82,12 @@ class DeepFeature(Term):
         return torch.stack(per_layer).sum(0) * x[0].numel()
 
 
-class VGG19Features(nn.Module):
-    """Frozen torchvision VGG19 trunk returning relu1_1, relu2_1, relu3_1 (Hou et al., VAE-123)."""
-
-    TAPS = (1, 6, 11)   # indices of relu1_1, relu2_1, relu3_1 in vgg19.features
-
-    def __init__(self, weights_dir: str | None = None):
-        super().__init__()
-        import torchvision
-
-        from bench import weights
-
-        path = weights.locate("vgg19", weights_dir)          # WeightsError if missing / corrupt
-        vgg = torchvision.models.vgg19(weights=None)
-        vgg.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))   # strict
-        self.trunk = vgg.features[: self.TAPS[-1] + 1].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-    def train(self, mode: bool = True) -> "VGG19Features":
-        return super().train(False)                           # always eval: a fixed feature map
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = (x.float() - self.mean) / self.std                 # (B, 3, H, W) ImageNet-normalised
-        feats = []
-        for i, layer in enumerate(self.trunk):
-            h = layer(h)
-            if i in self.TAPS:
-                feats.append(h)
-        return feats
-
-
 @LOSSES.register("lpips")
 class LPIPSLoss(Term):
     """LPIPS(x, x̂) x C*H*W as a training loss (lpips package; frozen trunk from the weights store)."""
 
     def __init__(self, net: Literal["alex", "vgg"] = "alex"):
         super().__init__()
-        from bench.metrics.fidelity import build_lpips
-
         self.net_name = net
         self.lpips = build_lpips(net)[0].requires_grad_(False)   # WeightsError if the trunk is missing
 

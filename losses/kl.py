@@ -5,9 +5,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from losses import LOSSES
 from losses.objective import Term
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 
 def kl_per_dim(out: VAEOutput, estimator: str) -> torch.Tensor:

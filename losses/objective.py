@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 
 class Term(nn.Module):
@@ -56,8 +57,6 @@ class Objective(nn.Module):
         ``weight`` defaults to 1.0.  Terms are built with ``LOSSES.build`` (arguments validated
         against the term's signature); errors are ``ConfigError`` keyed ``loss[i].<arg>``.
         """
-        from losses import LOSSES
-
         built = []
         for i, entry in enumerate(entries):
             args = dict(entry)                                  # never mutate the caller's dict

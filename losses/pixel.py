@@ -2,9 +2,9 @@
 import torch
 from torch import nn
 
-from losses import LOSSES
 from losses.objective import Term
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 
 @LOSSES.register("mse")

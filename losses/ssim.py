@@ -28,9 +28,9 @@ from pytorch_msssim import ssim as _library_ssim
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 from torch import nn
 
-from losses import LOSSES
 from losses.objective import Term
-from models import VAEOutput
+from losses.registry import LOSSES
+from models.registry import VAEOutput
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # Wang, Simoncelli & Bovik (2003)
 WIN_SIGMA = 1.5

@@ -10,20 +10,7 @@ engine from the dataset) and its ablation axes as keyword arguments.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from models import conv  # registers the factories
+from models.registry import MODELS, VAEOutput
 
-import torch
-
-from bench.registry import Registry
-
-MODELS = Registry("model")
-
-
-class VAEOutput(NamedTuple):
-    recon: torch.Tensor   # (B, 3, H, W) in [0, 1]
-    mu: torch.Tensor      # (B, D)
-    logvar: torch.Tensor  # (B, D)
-    z: torch.Tensor       # (B, D), the reparameterised sample decoded into recon
-
-
-from models import conv  # noqa: E402,F401  (registers the factories)
+__all__ = ["MODELS", "VAEOutput", "conv"]

@@ -51,8 +51,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.errors import ConfigError
-from models import MODELS, VAEOutput
 from models.blocks import Down, DownStage, ResBlock, Up, UpStage, down_size
+from models.registry import MODELS, VAEOutput
 
 # Smallest bottleneck side accepted: a 1x1 map carries no spatial layout, and nearest upsampling
 # turns it into a constant map, so every decoded image would be flat.
@@ -79,6 +79,22 @@ def default_latent(image_size: int) -> int:
     return 128 if image_size <= 32 else 1024
 
 
+def spatial_chain(name: str, image_size: int, stages: int, kernel: int, down: Down) -> list[int]:
+    """Spatial side before and after each encoder stage; the same for down='stride' and 'maxpool',
+    so the decoder (deconv or upsample) mirrors it exactly.  ConfigError (key ``widths``) when the
+    bottleneck would be smaller than MIN_BOTTLENECK."""
+    sizes = [image_size]
+    for _ in range(stages):
+        sizes.append(down_size(sizes[-1], kernel, down))
+        if sizes[-1] < MIN_BOTTLENECK:
+            raise ConfigError(
+                f"model {name!r}: image_size {image_size} too small for {stages} stages of "
+                f"kernel {kernel} (spatial chain {' -> '.join(map(str, sizes))}; the bottleneck "
+                f"must be at least {MIN_BOTTLENECK}x{MIN_BOTTLENECK}); use fewer widths",
+                key="widths")
+    return sizes
+
+
 class ConvVAE(nn.Module):
     """Convolutional VAE; see the module docstring for the axes.  Images are (B, 3, H, W) in [0, 1].
 
@@ -92,22 +108,12 @@ class ConvVAE(nn.Module):
         widths = list(widths)                        # never keep (or mutate) the caller's list
         _check(name, image_size=image_size, latent_dim=latent_dim, widths=widths, kernel=kernel,
                down=down, up=up, block=block, heads=heads)
-        # spatial side after each encoder stage; the same for down='stride' and 'maxpool', so the
-        # decoder (deconv or upsample) mirrors it exactly
-        sizes = [image_size]
-        for _ in widths:
-            sizes.append(down_size(sizes[-1], kernel, down))
-            if sizes[-1] < MIN_BOTTLENECK:
-                raise ConfigError(
-                    f"model {name!r}: image_size {image_size} too small for {len(widths)} stages of "
-                    f"kernel {kernel} (spatial chain {' -> '.join(map(str, sizes))}; the bottleneck "
-                    f"must be at least {MIN_BOTTLENECK}x{MIN_BOTTLENECK}); use fewer widths",
-                    key="widths")
+        sizes = spatial_chain(name, image_size, len(widths), kernel, down)
         self.image_size, self.latent_dim, self.sizes = image_size, latent_dim, sizes
         self.widths = tuple(widths)
         c, s = widths[-1], sizes[-1]                 # bottleneck: the final feature map (c, s, s)
         resnet = block == "resnet"
-        act = dict(norm=norm, slope=slope)
+        act = {"norm": norm, "slope": slope}
 
         # -- encoder: one stage per width (+ a residual block at that resolution for resnet)
         chans = [3] + widths
@@ -212,8 +218,8 @@ def _check(name: str, *, image_size, latent_dim, widths, kernel, down, up, block
 # axes (e.g. resnet blocks + conv heads) use ``conv`` with explicit arguments.
 
 def _sized(image_size: int, latent_dim: int | None, widths: list[int] | None) -> dict:
-    return dict(image_size=image_size, latent_dim=latent_dim or default_latent(image_size),
-                widths=list(widths) if widths is not None else default_widths(image_size))
+    return {"image_size": image_size, "latent_dim": latent_dim or default_latent(image_size),
+            "widths": list(widths) if widths is not None else default_widths(image_size)}
 
 
 @MODELS.register("conv")

@@ -294,7 +294,7 @@ def test_spec_check_errors_have_keys():
 
 
 def test_default_datasets_are_valid_specs():
-    for name, d in D.DEFAULT_DATASETS.items():
+    for d in D.DEFAULT_DATASETS.values():
         D.DataSpec(**d).check()
     assert D.DEFAULT_DATASETS["stl10"]["train_split"] == "train+unlabeled"
 
@@ -302,7 +302,7 @@ def test_default_datasets_are_valid_specs():
 def test_limit_and_holdout(tmp_path):
     imgs = {c: rand_images(10, 8, 8, i) for i, c in enumerate(["a", "b"])}
     write_folder(tmp_path, "train", imgs)  # no test folder, like stl10-png
-    base = dict(source="imagefolder", root=str(tmp_path), resolution=8)
+    base = {"source": "imagefolder", "root": str(tmp_path), "resolution": 8}
     with pytest.raises(DataError, match="missing split folder"):
         D.load(D.DataSpec(**base), "test")
     spec = D.DataSpec(**base, holdout=0.3)

@@ -159,9 +159,8 @@ def test_torch_fidelity_fid_kid_with_converted_file(weights_file):
     g = torch.Generator().manual_seed(1)
     a = torch.randint(0, 256, (6, 3, 24, 24), generator=g, dtype=torch.uint8)
     b = (a.float() * 0.5 + 60).to(torch.uint8)
-    kw = dict(cuda=False, cache=False, verbose=False, batch_size=6, save_cpu_ram=True,
-              feature_extractor="inception-v3-compat",
-              feature_extractor_weights_path=str(weights_file))
+    kw = {"cuda": False, "cache": False, "verbose": False, "batch_size": 6, "save_cpu_ram": True,
+          "feature_extractor": "inception-v3-compat", "feature_extractor_weights_path": str(weights_file)}
     m = torch_fidelity.calculate_metrics(input1=_Images(a), input2=_Images(b), fid=True,
                                          kid=True, kid_subset_size=3, kid_subsets=5, **kw)
     assert math.isfinite(m["frechet_inception_distance"]) and m["frechet_inception_distance"] > 1

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from bench import weights
+from bench import pretrained, weights
 from bench.metrics import fidelity
 
 torch_fidelity = pytest.importorskip("torch_fidelity")
@@ -68,7 +68,7 @@ def random_inception_state(seed):
         if k.endswith("conv.weight"):
             fan_in = v[0].numel()
             state[k] = torch.randn(v.shape, generator=g) * math.sqrt(2.0 / fan_in)
-        elif k.endswith("bn.running_mean") or k.endswith("bn.bias"):
+        elif k.endswith(("bn.running_mean", "bn.bias")):
             state[k] = 0.1 * torch.randn(v.shape, generator=g)
     return state
 
@@ -193,8 +193,8 @@ def test_st_lpips_offline_with_shim():
     had = {m: m in sys.modules for m in ("IPython", "torchsummary")}
     x, r = images(4, 1, 32), images(4, 2, 32)
     rec = fidelity.st_lpips_metric(x, r, device="cpu")
-    if fidelity._import_stlpips() is None:
-        assert rec["unavailable"] == fidelity.STLPIPS_MISSING
+    if pretrained.import_stlpips() is None:
+        assert rec["unavailable"] == pretrained.STLPIPS_MISSING
         return
     assert rec["metric"] == "st_lpips" and math.isfinite(rec["value"]) and rec["value"] > 0
     assert fidelity.st_lpips_metric(x, x)["value"] == pytest.approx(0, abs=1e-7)
@@ -204,6 +204,6 @@ def test_st_lpips_offline_with_shim():
 
 
 def test_st_lpips_not_installed(monkeypatch):
-    monkeypatch.setattr(fidelity, "_import_stlpips", lambda: None)
+    monkeypatch.setattr(pretrained, "import_stlpips", lambda: None)
     rec = fidelity.st_lpips_metric(images(2, 1), images(2, 2))
-    assert rec["value"] is None and rec["unavailable"] == fidelity.STLPIPS_MISSING
+    assert rec["value"] is None and rec["unavailable"] == pretrained.STLPIPS_MISSING

@@ -186,6 +186,15 @@ def test_probe_learns_shapes_and_is_cached(monkeypatch):
     assert other != probe.fingerprint
 
 
+def test_probe_trains_inside_a_no_grad_scoring_pass():
+    """The first scoring pass of a dataset trains the probe from inside torch.no_grad()."""
+    spec = data_mod.DataSpec(source="shapes", resolution=32, n_train=64, n_test=20)
+    train = data_mod.load(spec, "train")
+    with torch.no_grad():
+        net = probe_mod.train_probe(train.images, train.labels, 5, SMALL_PROBE, torch.device("cpu"))
+    assert all(p.grad is not None for p in net.parameters())           # it really took gradient steps
+
+
 # --------------------------------------------------------------------------- the CLI
 
 @pytest.fixture(scope="module")
@@ -273,3 +282,51 @@ def test_cli_unfinished_run_is_one_line_exit_2(finished_run, tmp_path, capsys):
     assert main(["interpolate", str(d), "--from", "circle", "--to", "star"]) == 2
     err = capsys.readouterr().err
     assert "has no ckpt.pt" in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- results/pegasus
+
+PEGASUS_FILE = TINY.replace("name: tiny", "name: tinypeg").replace(      # long enough not to collapse
+    "steps: 8, batch_size: 16, lr: 1e-3, log_every: 4, ckpt_every: 8",
+    "steps: 120, batch_size: 16, lr: 3e-3, log_every: 40, ckpt_every: 120").replace(
+    "{name: kl}", "{name: kl, weight: 0.1}").replace(
+    "fidelity: false}", "fidelity: false, pegasus: [circle, star]}").replace(
+    "  mse: {}", "  mse: {}\n  wide: {model: {latent_dim: 16}}")
+
+
+def test_report_ranks_arms_and_draws_the_best_run(tmp_path, monkeypatch, capsys):
+    from bench import pegasus_report
+
+    monkeypatch.setattr(probe_mod, "DEFAULT_CONFIG", SMALL_PROBE)
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(P.weights, "fid_source", lambda *a, **k: (_ for _ in ()).throw(WeightsError("no Inception")))
+    f = tmp_path / "tinypeg.yaml"
+    f.write_text(PEGASUS_FILE)
+    common = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    # nothing trained yet: one line, exit 2, nothing written
+    assert main(["pegasus", str(f), "--from", "circle", "--to", "star", *common]) == 2
+    assert "no finished run has pegasus metrics" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "pegasus").exists()
+
+    assert main(["run", str(f), *common, "--no-progress"]) == 0
+    assert main(["pegasus", str(f), "--from", "circle", "--to", "star", "--no-progress", *common]) == 0
+    out = tmp_path / "results" / "pegasus"
+    readme = (out / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| tinypeg |")]
+    assert len(rows) == 2
+    hybrid = {}
+    for arm in ("mse", "wide"):
+        (run_dir,) = (tmp_path / "runs" / "tinypeg" / arm / "shapes").iterdir()
+        hybrid[arm] = store.read_json(run_dir / "metrics.json")["metrics"][P.key("hybrid", "lerp")]["value"]
+    ranked = sorted(hybrid, key=lambda a: -hybrid[a])
+    assert [r.split(" | ")[1] for r in rows] == ranked                       # best hybrid score first
+    assert f"Best run by hybrid score: `tinypeg/{ranked[0]}/shapes/" in readme
+    doc = store.read_json(out / "metrics.json")
+    assert doc["run"].startswith(f"tinypeg/{ranked[0]}/")
+    # re-walking the best run reproduces the hybrid score its scoring pass recorded
+    assert doc["metrics"][P.key("hybrid", "lerp")]["value"] == pytest.approx(hybrid[ranked[0]], abs=1e-5)
+    from PIL import Image
+    with Image.open(out / "sheet_lerp.png") as im:                         # 8 of 16 pairs x (9 + 2) columns
+        assert im.size == (11 * 34 + 2, pegasus_report.ROWS_SHOWN * 34 + 2)
+    assert (out / "crossfade.png").is_file() and (out / "gallery.png").is_file()
+    assert "held-out accuracy" in readme and "Runs trained and scored by commit" in readme

@@ -199,7 +199,7 @@ def test_generated_results_do_not_make_the_tree_dirty(tmp_path, monkeypatch):
     (repo / "bench").mkdir()
     for f in ("results/table.md", "bench/code.py"):
         (repo / f).write_text("v1\n")
-    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=repo,  # noqa: E731
+    git = lambda *a: subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *a], cwd=repo,
                                     check=True, capture_output=True)
     git("init", "-q")
     git("add", ".")

@@ -7,10 +7,10 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats as sps
 import torch
+from scipy import stats as sps
 
-from bench import claims, config, stats, store, tables
+from bench import claims, config, report, stats, store, tables
 from bench.scoring import save_grid
 
 FAKE = """\
@@ -72,7 +72,7 @@ def _write_runs(tmp_path, ssim=SSIM, colour=COLOUR, chroma=CHROMA):
 @pytest.fixture
 def fake(tmp_path):
     spec, runs, root = _write_runs(tmp_path)
-    path = tables.write_tables(spec, runs, root, tmp_path / "results")
+    path = report.write(spec, runs, root, tmp_path / "results")
     return spec, runs, root, tmp_path / "results", path.read_text()
 
 
@@ -163,7 +163,7 @@ def test_regeneration_is_byte_identical(fake):
     names = ["fake/table.md", "fake/table.csv", "fake/table.tex", "fake/README.md", "fake/summary.json",
              "README.md", "CLAIMS.md", "fake/figures/metrics.png"]
     before = {n: (results / n).read_bytes() for n in names}
-    tables.write_tables(spec, runs, root, results)
+    report.write(spec, runs, root, results)
     assert {n: (results / n).read_bytes() for n in names} == before
 
 
@@ -188,7 +188,7 @@ def test_claim_contradicted_when_opposite_is_significant(tmp_path):
     flipped = {"mse": [0.80, 0.82, 0.79], "ssim": [0.60, 0.62, 0.61], "ssim_colour": [0.6, 0.6, 0.61]}
     chroma = {"mse": [0.1, 0.11, 0.12], "ssim": [0.3, 0.31, 0.32], "ssim_colour": [0.3, 0.3, 0.3]}
     spec, runs, root = _write_runs(tmp_path, ssim=flipped, chroma=chroma)
-    tables.write_tables(spec, runs, root, tmp_path / "results")
+    report.write(spec, runs, root, tmp_path / "results")
     text = (tmp_path / "results/CLAIMS.md").read_text()
     assert "**contradicted**" in next(l for l in text.splitlines() if l.startswith("| [C1]"))
     outs = claims.evaluate(claims.CLAIMS["C1"], store.read_json(tmp_path / "results/fake/summary.json"))
@@ -203,7 +203,7 @@ def test_degenerate_runs_are_flagged_and_never_compared(tmp_path):
     doc["metrics"]["degenerate"] = {"value": 1, "n": 40, "split": "test",
                                     "reasons": ["samples: 100% of images are flat"]}
     store.write_json(root / flat.rel_dir / "metrics.json", doc)
-    text = tables.write_tables(spec, runs, root, tmp_path / "results").read_text()
+    text = report.write(spec, runs, root, tmp_path / "results").read_text()
     row = _row(text, "ssim")
     assert "1/3 degenerate ⚠" in row and "0.805" in row       # mean of the two real models (0.82, 0.79)
     assert "100% of images are flat" in text
@@ -211,3 +211,23 @@ def test_degenerate_runs_are_flagged_and_never_compared(tmp_path):
     group = next(g for g in summary["groups"] if g["arm"] == "ssim")
     assert group["counts"]["degenerate"] == 1 and len(group["metrics"]["recon_ssim"]["values"]) == 2
     assert "1 degenerate" in (tmp_path / "results/CLAIMS.md").read_text()
+
+
+def test_timings_measured_on_a_busy_machine_are_listed_not_compared(tmp_path):
+    spec, runs, root = _write_runs(tmp_path)
+    busy = [r for r in runs if r.arm == "mse"]
+    for run in busy:
+        path = root / run.rel_dir / "metrics.json"
+        doc = store.read_json(path)
+        for key in ("train_images_per_s", "params"):
+            doc["metrics"][key].update(machine_busy=True, load_1min=3.4)
+        store.write_json(path, doc)
+    records = tables.collect(runs, root)
+    rec = next(r for r in records if r.run.arm == "mse")
+    assert tables.value_of(rec, "train_images_per_s") is None       # a timing: void when the CPU was shared
+    assert tables.value_of(rec, "params") == 1234.0                  # not a timing: kept
+    keys, reasons = tables.metric_keys(records)
+    assert "train_images_per_s" in keys                              # other arms still measured it
+    assert any("shared the machine" in r for r in reasons["train_images_per_s"])
+    text = report.write(spec, runs, root, tmp_path / "results").read_text()
+    assert "shared the machine" in text

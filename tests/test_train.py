@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-from bench import config, runners, store, tables
+from bench import config, report, runners, store
 from bench import data as data_mod
 from bench.train import train
 
@@ -58,7 +57,7 @@ def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
     again = runners.run_local(spec, runs, tmp_path / "runs", progress=False)
     assert not again.trained and len(again.skipped) == 4
 
-    table = tables.write_tables(spec, runs, tmp_path / "runs", tmp_path / "results")
+    table = report.write(spec, runs, tmp_path / "runs", tmp_path / "results")
     text = table.read_text()
     # 8 steps: the runs may be flagged degenerate (posterior collapse), but they are all counted
     for arm in ("mse", "ssim"):
@@ -109,7 +108,7 @@ def test_nan_loss_is_recorded_as_diverged(spec, tmp_path, monkeypatch):
     assert s.diverged == [str(runs[0].rel_dir)]
     doc = store.read_json(tmp_path / "runs" / runs[0].rel_dir / "metrics.json")
     assert doc["status"] == "diverged" and doc["train"]["steps"] == 5 and "step 5" in doc["train"]["reason"]
-    text = tables.write_tables(spec, runs, tmp_path / "runs", tmp_path / "results").read_text()
+    text = report.write(spec, runs, tmp_path / "runs", tmp_path / "results").read_text()
     assert "0/1 done, 1/1 diverged" in text
 
 

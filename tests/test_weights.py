@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import hashlib
 import urllib.error
+from pathlib import Path
 
 import pytest
 
@@ -164,7 +165,7 @@ def test_fetch_verifies_download(dirs, tmp_path, monkeypatch):
     _, hub = dirs
     payload = {"data": b"garbage"}
     monkeypatch.setattr(weights.torch.hub, "download_url_to_file",
-                        lambda url, dst, **kw: open(dst, "wb").write(payload["data"]))
+                        lambda url, dst, **kw: Path(dst).write_bytes(payload["data"]))
     with pytest.raises(WeightsError, match="corrupt"):
         weights.fetch(["alexnet"])
     assert not (hub / "alexnet-owt-7be5be79.pth").exists()

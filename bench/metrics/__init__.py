@@ -70,7 +70,8 @@ CATALOGUE: dict[str, MetricInfo] = {
     "pegasus_hybrid_lerp": MetricInfo("hybrid (lerp)", ".3f", True, "pegasus",
                                       "2·min(P(from), P(to)) of the class probe at the latent midpoint"),
     "pegasus_hybrid_lerp_minus_crossfade": MetricInfo("hybrid − cross-fade", ".3f", True, "pegasus",
-                                                      "hybrid score of the latent midpoint minus the pixel cross-fade's"),
+                                                      "hybrid score of the latent midpoint minus the "
+                                                      "pixel cross-fade's"),
     "pegasus_joint_mass_lerp": MetricInfo("P(from)+P(to) mid", ".3f", True, "pegasus",
                                           "probe mass of the two classes at the latent midpoint"),
     "pegasus_ppl_lerp": MetricInfo("path length (lerp)", ".3g", False, "pegasus",

@@ -25,10 +25,15 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from bench.paths import cache_root
+from bench.store import device_name, write_json
+from models.conv import flops_per_image
 
 TRAIN_FLOPS_FACTOR = 3          # forward + backward ~= 3 x forward (see module docstring)
 _now = time.perf_counter        # module-level so tests can substitute a fake clock
@@ -64,7 +69,6 @@ def throughput(fn: Callable[[Any], Any], batch: Any, *, device: torch.device | s
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
     """(FLOPs, method) of one forward pass (encode + decode) of one image."""
-    from models.conv import flops_per_image
     return int(flops_per_image(model, image_size)), "models.conv.flops_per_image (FlopCounterMode)"
 
 
@@ -83,12 +87,11 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device | str) -> float |
 # --------------------------------------------------------------------------- device peak + MFU
 
 def _cache_file() -> Path:
-    root = Path(os.environ.get("PEGASUS_CACHE", Path.home() / ".cache" / "pegasus-bench"))
+    root = cache_root()
     return root / "device_peak.json"
 
 
 def _device_label(device: torch.device) -> str:
-    from bench.store import device_name
     return device_name(device)
 
 
@@ -143,7 +146,6 @@ def device_matmul_peak(device: torch.device | str) -> float:
     if not busy:
         cache[key] = {"flops_per_s": peak, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "load_1min": round(load, 2), "busy": False}
-        from bench.store import write_json
         write_json(path, cache)            # temp file + rename
     return peak
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
-import sys
-import types
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,15 +28,19 @@ import torch
 from bench import store, weights
 from bench.errors import WeightsError
 from bench.metrics.records import metric, unavailable
+from bench.paths import cache_root
+from bench.pretrained import (
+    FEATURE_LAYER,
+    build_inception,
+    build_lpips,
+    build_st_lpips,
+)
 
-FEATURE_LAYER = "2048"
 RESIZE = "torch-fidelity TF1-compatible bilinear to 299x299"
 BATCH = 50
 STATS_VERSION = 1
 KID_SUBSETS = 100   # torch-fidelity default
 KID_SEED = 2020     # torch-fidelity default rng_seed
-LPIPS_TRUNK = {"alex": "alexnet", "vgg": "vgg16"}
-STLPIPS_MISSING = "stlpips-pytorch not installed: pip install -e '.[offline-metrics]'"
 
 
 def _versions(*pkgs: str) -> dict[str, str | None]:
@@ -59,24 +60,8 @@ def _check_images(x: torch.Tensor, name: str) -> None:
 
 # --------------------------------------------------------------------------- FID / KID
 def cache_dir() -> Path:
-    root = Path(os.environ.get("PEGASUS_CACHE", Path.home() / ".cache" / "pegasus-bench"))
+    root = cache_root()
     return root / "fid_stats"
-
-
-_EXTRACTORS: dict[tuple, Any] = {}   # one Inception per (extractor, weights file, sha256, device) per process
-
-
-def _build_extractor(src: dict[str, Any], device: torch.device):
-    """The Inception feature extractor for ``src``; built once per process (a run calls FID for samples
-    and reconstructions, a sweep for every run), keyed by the weights' sha256 so a changed file rebuilds."""
-    key = (src["extractor"], str(src["weights_path"]), src["sha256"], str(device))
-    if key not in _EXTRACTORS:
-        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-        cls = FEATURE_EXTRACTORS_REGISTRY[src["extractor"]]
-        ext = cls(src["extractor"], [FEATURE_LAYER], feature_extractor_weights_path=src["weights_path"])
-        _EXTRACTORS.clear()                          # keep at most one (~100 MB) alive
-        _EXTRACTORS[key] = ext.to(device).eval()
-    return _EXTRACTORS[key]
 
 
 def _features(extractor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -104,7 +89,7 @@ def reference_features(real_uint8: torch.Tensor, real_key: dict, src: dict[str, 
             blob = torch.load(path, map_location="cpu", weights_only=True)
             if blob["key"] == json.loads(json.dumps(key, default=str)) and len(blob["features"]) == len(real_uint8):
                 return blob["features"], path
-    extractor = extractor if extractor is not None else _build_extractor(src, device)
+    extractor = extractor if extractor is not None else build_inception(src, device)
     feats = _features(extractor, real_uint8, device)
     store.torch_save(path, {"key": json.loads(json.dumps(key, default=str)), "features": feats})
     return feats, path
@@ -151,7 +136,7 @@ def fid_kid(fake_uint8: torch.Tensor, real_uint8: torch.Tensor, *, real_key: dic
         why = f"FID/KID need at least 2 images per set (got {len(fake_uint8)} fake, {len(real_uint8)} real)"
         return unavailable(why, split=split, **protocol), unavailable(why, split=split, **protocol)
     try:
-        extractor = _build_extractor(src, device)
+        extractor = build_inception(src, device)
     except WeightsError as e:
         return unavailable(str(e), split=split, **protocol), unavailable(str(e), split=split, **protocol)
     except Exception as e:  # a file that passed its checksum but does not load (wrong format)
@@ -181,53 +166,6 @@ def _per_image_mean(model, x: torch.Tensor, r: torch.Tensor, device: torch.devic
     return float(torch.cat(vals).double().mean())
 
 
-def _load_checked(model: torch.nn.Module, state: dict, path, allow_missing: tuple[str, ...] = ()) -> None:
-    """``load_state_dict(strict=False)`` that fails on anything genuinely left out.
-
-    (ST-)LPIPS keep their heads twice, as ``linN`` and as ``lins[N]`` (the same modules), so
-    a file holding ``linN.*`` reports ``lins.N.*`` "missing"; such keys are fine when they
-    alias a loaded tensor.  Keys starting with ``allow_missing`` are filled by the caller or are
-    constants set in ``__init__`` (``scaling_layer.shift/scale``: fixed ImageNet statistics).
-    """
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    own = model.state_dict(keep_vars=True)
-    loaded = {own[k].data_ptr() for k in state if k in own}
-    left = [k for k in missing if own[k].data_ptr() not in loaded
-            and not k.startswith(allow_missing)]
-    if unexpected or left:
-        raise WeightsError(f"weights {path}: unexpected keys {list(unexpected)[:3]}, missing {left[:3]}")
-
-
-def build_lpips(net: str = "alex", weights_dir: str | os.PathLike | None = None):
-    """lpips.LPIPS whose trunk comes from the located torchvision file (no download).
-
-    Built with ``pretrained=False, pnet_rand=True`` (nothing loaded, nothing fetched), then
-    the linear heads from lpips' own verified file and the trunk mapped by name:
-    ``net.slice{k}.{i}.* <- features.{i}.*`` (lpips slices torchvision's ``features``), both
-    with checks that nothing is left randomly initialised.
-    """
-    import lpips
-    import torchvision
-
-    if net not in LPIPS_TRUNK:
-        raise WeightsError(f"LPIPS net {net!r} not provisioned; use one of {', '.join(LPIPS_TRUNK)}")
-    trunk_path = weights.locate(LPIPS_TRUNK[net], weights_dir)
-    heads_path = weights.locate(f"lpips-{net}", weights_dir)
-    tv = getattr(torchvision.models, LPIPS_TRUNK[net])(weights=None)
-    tv.load_state_dict(torch.load(trunk_path, map_location="cpu", weights_only=True))  # strict
-    features = tv.features.state_dict()
-
-    model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
-    _load_checked(model, torch.load(heads_path, map_location="cpu", weights_only=True), heads_path,
-                  allow_missing=("net.", "scaling_layer."))   # trunk: filled below
-    trunk = {}
-    for name in model.net.state_dict():       # "slice2.3.weight" -> "features.3.weight"
-        _, idx, param = name.split(".", 2)
-        trunk[name] = features[f"{idx}.{param}"]
-    model.net.load_state_dict(trunk)          # strict: every trunk tensor filled
-    return model.eval(), trunk_path, heads_path
-
-
 def lpips_metric(x_uint8: torch.Tensor, r_uint8: torch.Tensor, *, net: str = "alex",
                  device: torch.device | str = "cpu", split: str = "test",
                  weights_dir: str | os.PathLike | None = None) -> dict:
@@ -248,51 +186,6 @@ def lpips_metric(x_uint8: torch.Tensor, r_uint8: torch.Tensor, *, net: str = "al
 
 
 # --------------------------------------------------------------------------- ST-LPIPS
-@contextlib.contextmanager
-def _unused_import_shim():
-    """stlpips-pytorch 0.0.2 imports ``IPython.embed`` and ``torchsummary.summary`` at module
-    level but never calls them.  If (and only if) those modules are missing, put stub modules
-    in ``sys.modules`` for the duration of the import, then remove them again."""
-    added = []
-    for mod, attr in (("IPython", "embed"), ("torchsummary", "summary")):
-        if mod not in sys.modules and importlib.util.find_spec(mod) is None:
-            stub = types.ModuleType(mod)
-            setattr(stub, attr, lambda *a, **k: None)
-            sys.modules[mod] = stub
-            added.append((mod, stub))
-    try:
-        yield
-    finally:
-        for mod, stub in added:
-            if sys.modules.get(mod) is stub:
-                del sys.modules[mod]
-
-
-def _import_stlpips():
-    if importlib.util.find_spec("stlpips_pytorch") is None:
-        return None
-    with _unused_import_shim():
-        from stlpips_pytorch import stlpips
-    return stlpips
-
-
-def build_st_lpips(net: str = "alex"):
-    """stlpips.LPIPS(variant='shift_tolerant') from its bundled weights, checking that its
-    ``strict=False`` load left nothing genuinely missing: the only keys it reports missing
-    (``lins.N.*``) must alias tensors that were loaded (``lins[N] is linN``)."""
-    stlpips = _import_stlpips()
-    if stlpips is None:
-        raise WeightsError(STLPIPS_MISSING)
-    model = stlpips.LPIPS(net=net, variant="shift_tolerant", verbose=False)
-    # the file stlpips itself loads for variant='shift_tolerant' (it forces version "ST0.0")
-    path = Path(stlpips.__file__).parent / "weights" / "vST0.0" / f"{net}_shift_tolerant.pth"
-    if not path.is_file():
-        raise WeightsError(f"stlpips-pytorch has no bundled {path.name}")
-    # stlpips already loaded it with strict=False; re-load (idempotent) to inspect what it hid
-    _load_checked(model, torch.load(path, map_location="cpu", weights_only=True), path)
-    return model.eval(), path
-
-
 def st_lpips_metric(x_uint8: torch.Tensor, r_uint8: torch.Tensor, *, net: str = "alex",
                     device: torch.device | str = "cpu", split: str = "test") -> dict:
     """Mean per-image shift-tolerant LPIPS (stlpips-pytorch), inputs in [-1, 1].

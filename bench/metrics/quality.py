@@ -62,6 +62,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from losses.ssim import ms_ssim_per_image as _ms_ssim
+from losses.ssim import ms_ssim_plan
+
 LUMA = (0.299, 0.587, 0.114)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # Wang et al. (2003), 5 scales
 LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -108,7 +111,6 @@ def ms_ssim_config(side: int, preferred_win: int = 11) -> tuple[int, tuple[float
     """(win_size, weights) for MS-SSIM at this image side: the ``ms_ssim`` loss term's rule
     (losses/ssim.py ``ms_ssim_plan``), so the metric and the loss measure the same thing.
     32 px -> win 11, 2 scales; 96 px -> 4 scales; >= 161 px -> the standard 5 scales and weights."""
-    from losses.ssim import ms_ssim_plan
     return ms_ssim_plan(side, preferred_win)
 
 
@@ -118,7 +120,6 @@ def ms_ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     With the full 5 scales this equals ``pytorch_msssim.ms_ssim``; with fewer it runs the same
     algorithm without the library's fixed "4 downsamplings" size assertion.
     """
-    from losses.ssim import ms_ssim_per_image as _ms_ssim
     x, y = as_float(x), as_float(y)
     return _ms_ssim(x, y, *ms_ssim_config(min(x.shape[-2:])))
 
@@ -258,7 +259,7 @@ class SetStats:
     cb_excess_sum: float = 0.0
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> "SetStats":
+    def update(self, x: torch.Tensor) -> SetStats:
         x = as_float(x)                                       # (B, 3, H, W) in [0, 1]
         b, _, h, w = x.shape
         self.n += b

@@ -1,0 +1,172 @@
+"""results/pegasus/: which model imagines the best pegasus (claim C11), from finished STL-10 runs.
+
+    python -m bench pegasus ablations/subset_stl10_cpu.yaml ablations/latent_stl10_cpu.yaml \\
+        --from horse --to bird --set data.stl10.root=../shared/datasets/stl10-png
+
+Reads the ``pegasus_*`` metrics every run of those files recorded in scoring (``eval.pegasus``),
+ranks the arms by the hybrid score of their linear latent midpoints, re-walks the single best run
+(``bench.pegasus.evaluate``: the same held-out pairs, probe and protocol as scoring) and writes:
+
+    results/pegasus/README.md      best sheet, its pixel cross-fade, the ranked gallery, the arm table
+    results/pegasus/sheet_lerp.png, crossfade.png, gallery.png, metrics.json (the best run's walk)
+
+The verdict on C11 is not made here: results/CLAIMS.md applies the rule registered in bench/claims.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import config, stats, store, tables
+from bench import pegasus as peg
+from bench.config import AblationSpec
+from bench.errors import BenchError
+from bench.runtime import resolve_device
+from bench.sheets import save_grid
+
+OUT = "pegasus"
+ROWS_SHOWN = 8          # pairs drawn in the README sheets (the metrics use every pair)
+RANK_KEY = peg.key("hybrid", "lerp")
+# (column title, latent-path key, cross-fade key or None)
+COLUMNS: tuple[tuple[str, str, str | None], ...] = (
+    ("hybrid 2·min(P) t=.5", peg.key("hybrid", "lerp"), peg.key("hybrid", peg.BASELINE)),
+    ("P(from)+P(to) t=.5", peg.key("joint_mass", "lerp"), peg.key("joint_mass", peg.BASELINE)),
+    ("midpoint KID", peg.kid_key("lerp"), peg.kid_key(peg.BASELINE)),
+    ("sharpness mid/end", peg.key("sharpness", "lerp"), peg.key("sharpness", peg.BASELINE)),
+    ("PPL", peg.key("ppl", "lerp"), None),
+    ("max/mean step", peg.key("max_step", "lerp"), None),
+)
+
+
+@dataclass
+class ArmRow:
+    ablation: str
+    arm: str
+    records: list[tables.RunRecord]
+
+    def values(self, key: str) -> list[float]:
+        return [v for v in (tables.value_of(r, key) for r in self.records) if v is not None]
+
+    def cell(self, key: str | None, fmt: str) -> str:
+        if key is None:
+            return "—"
+        s = stats.summarise(self.values(key))
+        if s.n == 0:
+            return "n/a"
+        return f"{s.mean:{fmt}}" + ("" if math.isnan(s.half) else f" ± {s.half:{fmt}}")
+
+    @property
+    def rank_value(self) -> float:
+        v = self.values(RANK_KEY)
+        return sum(v) / len(v) if v else -math.inf
+
+
+def collect_arms(specs: list[AblationSpec], runs_root: Path) -> list[ArmRow]:
+    """One row per (ablation, arm) with its finished runs, best hybrid score first."""
+    rows = []
+    for spec in specs:
+        records = tables.collect(config.expand(spec), runs_root)
+        for arm in spec.arms:
+            rows.append(ArmRow(spec.name, arm, [r for r in records if r.run.arm == arm]))
+    return sorted(rows, key=lambda r: -r.rank_value)
+
+
+def best_run(rows: list[ArmRow]) -> tables.RunRecord:
+    """The finished run with the highest hybrid score (ties: joint mass, then the first listed)."""
+    done = [(tables.value_of(r, RANK_KEY), tables.value_of(r, peg.key("joint_mass", "lerp")) or 0.0, i, r)
+            for row in rows for i, r in enumerate(row.records)]
+    done = [d for d in done if d[0] is not None]
+    if not done:
+        raise BenchError("no finished run has pegasus metrics yet: train the STL-10 files with eval.pegasus first")
+    return max(done, key=lambda d: (d[0], d[1], -d[2]))[3]
+
+
+def arm_table(rows: list[ArmRow]) -> str:
+    head = ["ablation", "arm", "runs"]
+    for title, _, ref in COLUMNS:
+        head += [f"{title} (latent)", f"{title} (cross-fade)"] if ref else [title]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["--:"] * (len(head) - 3)) + "|"]
+    for row in rows:
+        done = sum(r.status == "done" for r in row.records)
+        cells = [row.ablation, row.arm, f"{done}/{len(row.records)}"]
+        for _, lat, ref in COLUMNS:
+            fmt = tables.info(lat).fmt                 # the cross-fade column shares the latent one's format
+            cells += [row.cell(lat, fmt), row.cell(ref, fmt)] if ref else [row.cell(lat, fmt)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _provenance(rows: list[ArmRow]) -> str:
+    """The one clean commit that trained and scored every finished run, or the MIXED PROVENANCE warning."""
+    records = [r for row in rows for r in row.records]
+    commits = tables.run_commits(records)
+    return tables.provenance(commits) or (commits[0] if commits else "none")
+
+
+def write_report(specs: list[AblationSpec], runs_root: Path, results_root: Path, from_cls: str, to_cls: str, *,
+                 device: str = "auto", progress: bool = True) -> Path:
+    runs_root, out = Path(runs_root), Path(results_root) / OUT
+    rows = collect_arms(specs, runs_root)
+    best = best_run(rows)
+    dev = resolve_device(device)
+    run, model = peg.load_finished(runs_root / best.run.rel_dir, dev)
+    ev = peg.evaluate(model, run, dev, from_cls, to_cls, progress=progress)
+    n = min(ROWS_SHOWN, len(ev.real_from))
+    ncol = len(ev.ts) + 2
+    save_grid(out / "sheet_lerp.png", peg.rows(ev.real_from[:n], ev.walks["lerp"].frames[:n], ev.real_to[:n]), ncol)
+    save_grid(out / "crossfade.png",
+              peg.rows(ev.real_from[:n], ev.walks[peg.BASELINE].frames[:n], ev.real_to[:n]), ncol)
+    peg.save_gallery(out / "gallery.png", ev)
+    store.write_json(out / "metrics.json", {"run": str(best.run.rel_dir), "protocol": ev.protocol,
+                                            "metrics": ev.records, "gallery": ev.gallery,
+                                            "drawn_by_commit": store.git_commit()})
+    store.write_text(out / "README.md", render(rows, best, ev, n, from_cls, to_cls))
+    return out / "README.md"
+
+
+def render(rows: list[ArmRow], best: tables.RunRecord, ev: peg.Evaluation, n: int, a: str, b: str) -> str:
+    p = ev.protocol
+    prov = _provenance(rows)
+    g = ev.gallery[0] if ev.gallery else None
+    top = (f"The most hybrid frame: pair {g['pair']}, {g['kind']} path at t = {g['t']:.2f}, "
+           f"P({a}) {g['p_from']:.2f}, P({b}) {g['p_to']:.2f}.\n\n") if g else ""
+    return f"""# Pegasus: {a} → {b} latent interpolation (C11)
+
+Best run by hybrid score: `{best.run.rel_dir}` (hybrid {tables.value_of(best, RANK_KEY):.3f}). Rows = the
+first {n} of its {p['pairs']} held-out pairs: real {a} | linear latent path from its reconstruction
+(t = 0) to the {b}'s (t = 1), {len(ev.ts)} frames | real {b}.
+
+![best sheet](sheet_lerp.png)
+
+The same pairs as a pixel cross-fade (the "double exposure" baseline):
+
+![cross-fade](crossfade.png)
+
+## Ranked gallery
+
+The most hybrid interior frame of every (pair, latent path), ranked by the probe's hybrid score
+2·min(P({a}), P({b})):
+
+![gallery](gallery.png)
+
+{top}## Which model imagines the best pegasus?
+
+Mean ± 95% t half-width over seeds of each run's mean over the {p['pairs']} pairs; latent = linear
+path, cross-fade = the same pairs in pixel space. Sorted by the latent hybrid score. The verdict on
+C11 and its rule (written before the runs) are in [CLAIMS.md](../CLAIMS.md#c11).
+
+{arm_table(rows)}
+
+## Protocol
+
+- Pairs: {p['pairs']} {a}/{b} pairs from `{p['split']}` (pair seed {p['pair_seed']}, index sha256
+  `{p['pair_index_sha256'][:16]}`), identical for every run; {p['steps']} frames per path.
+- Class probe: the suite's own CNN trained on the labelled train split without the held-out images;
+  held-out accuracy {p['probe']['accuracy']:.3f} over {len(p['probe']['classes'])} classes
+  (fingerprint `{p['probe']['fingerprint'][:12]}`).
+- Path length: {p['distance'].get('distance') or 'unavailable: ' + str(p['distance'].get('unavailable'))},
+  eps {p['eps']:g}; KID: Inception features vs held-out {a} + {b} images.
+- Runs trained and scored by commit {prov}; this page drawn by commit {store.git_commit()} in
+  {p['wall_s']:.0f} s. Re-draw: `python -m bench pegasus FILE ... --from {a} --to {b}`.
+"""

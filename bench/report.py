@@ -1,0 +1,33 @@
+"""The report stage: everything written under results/ after runs finish, in one place.
+
+    write(spec, runs, runs_root, results_root) -> results/<ablation>/table.md
+        results/<ablation>/  tables, figures, sheets, README.md, summary.json   (bench.tables, bench.plots)
+        results/README.md    the index of every results folder                  (bench.tables.write_index)
+        results/CLAIMS.md    verdicts on the paper's claims                     (bench.claims)
+
+``as_written=False`` marks results produced under overrides that change the experiment: they are
+written to their own folder, labelled as trials, and CLAIMS.md ignores them.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench import claims, plots, tables
+from bench.config import AblationSpec, RunSpec
+
+
+def write(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path, *,
+          results_name: str | None = None, as_written: bool = True) -> Path:
+    runs_root, results_root = Path(runs_root), Path(results_root)
+    out_dir = results_root / (results_name or spec.name)
+    v = tables.view(spec, runs, runs_root, as_written)
+    try:
+        figures = plots.write_figures(spec, v.records, v.groups, v.keys, runs_root, out_dir / "figures")
+    except Exception as exc:  # a plotting bug must not lose the tables of a finished sweep
+        print(f"warning: figures for {spec.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        figures = []
+    path = tables.write_tables(v, runs_root, out_dir, figures)
+    tables.write_index(results_root)
+    claims.write_claims(results_root)
+    return path
