@@ -180,11 +180,13 @@ def cells_of(spec: AblationSpec, groups: list[Group], keys: list[str]) -> dict[t
         if hib is None:
             continue
         for ds in spec.datasets:
-            cand = [g for g in groups if g.dataset == ds and len(g.values(key)) >= 2]
+            cand = [g for g in groups if g.dataset == ds and g.values(key)]
             if len(cand) < 2:
                 continue
             cand.sort(key=lambda g: stats.summarise(g.values(key)).mean, reverse=hib)
             first, second = cand[0], cand[1]
+            if min(len(first.values(key)), len(second.values(key))) < 2:
+                continue            # an arm with one value cannot be tested, so nothing is shown as best
             t = stats.welch(first.values(key), second.values(key))
             if t.significant and (t.diff > 0) == hib:
                 out[(first.arm, ds, key)].bold = True

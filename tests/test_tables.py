@@ -231,3 +231,23 @@ def test_timings_measured_on_a_busy_machine_are_listed_not_compared(tmp_path):
     assert any("shared the machine" in r for r in reasons["train_images_per_s"])
     text = report.write(spec, runs, root, tmp_path / "results").read_text()
     assert "shared the machine" in text
+
+
+def test_no_bold_when_the_best_arm_has_a_single_value(tmp_path):
+    """An arm with one usable value (e.g. the others' timings were void) beats the rest on the mean,
+    so the runner-up among arms with two or more values must not be shown as best."""
+    spec, runs, root = _write_runs(tmp_path)
+    for run in runs:
+        path = root / run.rel_dir / "metrics.json"
+        doc = store.read_json(path)
+        if doc["status"] != "done":
+            continue
+        rec = doc["metrics"]["train_images_per_s"]
+        if run.arm == "mse":
+            rec["value"] = 900.0 + run.seed
+            rec.update(machine_busy=run.seed != 0, load_1min=3.0)    # one usable value, the best
+        else:
+            rec["value"] = (300.0 if run.arm == "ssim" else 100.0) + run.seed
+        store.write_json(path, doc)
+    v = tables.view(spec, runs, root)
+    assert not any(c.bold for (arm, ds, key), c in v.cells.items() if key == "train_images_per_s")
