@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ def _merge(base: Any, over: Any) -> Any:
 # --------------------------------------------------------------------------- schema
 
 class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)   # .nan / .inf are refused
 
 
 class TrainSpec(_Strict):
@@ -256,6 +257,14 @@ def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Path
         raise ConfigError("file not found", file=shown) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=shown) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                          "an ablation file is YAML text", file=shown) from None
+    if not text.strip():
+        raise ConfigError("empty file: an ablation file needs name:, question:, datasets:, seeds: and arms:",
+                          file=shown)
+    if "\x00" in text:
+        raise ConfigError("contains NUL bytes: a binary file, not YAML text", file=shown) from None
     data, lines = read_yaml(text, shown)
     if not isinstance(data, dict):
         raise ConfigError("an ablation file must be a mapping (name:, datasets:, arms: ...)", file=shown, line=1)
@@ -462,6 +471,8 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
                 weight = entry.pop("weight", 1.0)
                 if not isinstance(weight, (int, float)) or isinstance(weight, bool):
                     raise _RunError("weight must be a number", loss_from + (i, "weight"))
+                if not math.isfinite(weight) or weight < 0:
+                    raise _RunError(f"weight must be a finite number >= 0 (got {weight})", loss_from + (i, "weight"))
                 try:
                     largs = LOSSES.bind(lname, entry)
                 except ConfigError as exc:

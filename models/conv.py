@@ -218,7 +218,7 @@ def _check(name: str, *, image_size, latent_dim, widths, kernel, down, up, block
 # axes (e.g. resnet blocks + conv heads) use ``conv`` with explicit arguments.
 
 def _sized(image_size: int, latent_dim: int | None, widths: list[int] | None) -> dict:
-    return {"image_size": image_size, "latent_dim": latent_dim or default_latent(image_size),
+    return {"image_size": image_size, "latent_dim": default_latent(image_size) if latent_dim is None else latent_dim,
             "widths": list(widths) if widths is not None else default_widths(image_size)}
 
 

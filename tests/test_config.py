@@ -140,3 +140,52 @@ def test_overrides(tmp_path):
 
 def test_yaml_syntax_error_has_line(tmp_path):
     assert ":3: YAML syntax error" in err(tmp_path, "name: t\nquestion: q\n  bad: [\n")
+
+
+# --------------------------------------------------------------------------- bad input: one line, exit 2
+
+def _cli_refuses(tmp_path, path, capsys) -> str:
+    from bench.__main__ import main
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    code = main(["run", str(path), "--runs-dir", str(runs), "--results-dir", str(results), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert not runs.exists() and not results.exists()                 # nothing written
+    return err
+
+
+@pytest.mark.parametrize("content,expect", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 text file"),
+    (b"name: t\x00\nquestion: q\n", "NUL bytes"),
+    (b"", "empty file"),
+    (b"  \n\n", "empty file"),
+    (b"- just\n- a list\n", "must be a mapping"),
+])
+def test_binary_empty_and_non_mapping_files_are_refused(tmp_path, capsys, content, expect):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(content)
+    assert expect in _cli_refuses(tmp_path, p, capsys)
+
+
+def test_a_directory_instead_of_a_file_is_refused(tmp_path, capsys):
+    d = tmp_path / "dir.yaml"
+    d.mkdir()
+    assert "cannot read" in _cli_refuses(tmp_path, d, capsys)
+
+
+@pytest.mark.parametrize("edit,key", [
+    (("latent_dim: 8", "latent_dim: 0"), "latent_dim"),
+    (("{name: mse}", "{name: mse, weight: .nan}"), "defaults.loss[1].weight"),
+    (("{name: mse}", "{name: mse, weight: -1}"), "defaults.loss[1].weight"),
+    (("{name: mse}", "{name: mse, weight: .inf}"), "defaults.loss[1].weight"),
+    (("lr: 1e-3", "lr: 0"), "defaults.train.lr"),
+    (("lr: 1e-3", "lr: .inf"), "defaults.train.lr"),
+    (("lr: 1e-3", "lr: .nan"), "defaults.train.lr"),
+    (("steps: 4", "steps: 0"), "defaults.train.steps"),
+    (("batch_size: 8", "batch_size: 0"), "defaults.train.batch_size"),
+])
+def test_out_of_range_and_non_finite_values_are_refused(tmp_path, capsys, edit, key):
+    p = write(tmp_path, GOOD.replace(*edit))
+    assert GOOD.replace(*edit) != GOOD
+    err = _cli_refuses(tmp_path, p, capsys)
+    assert key in err and "a.yaml" in err, err
