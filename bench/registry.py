@@ -39,6 +39,9 @@ class Registry:
         return name in self._factories
 
     def get(self, name: str) -> Callable[..., Any]:
+        if not isinstance(name, str):
+            raise ConfigError(f"{self.kind} name must be a string (got {type(name).__name__} {name!r}); "
+                              f"known: {', '.join(self.names())}")
         if name not in self._factories:
             close = difflib.get_close_matches(str(name), self._factories, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
