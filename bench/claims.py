@@ -5,7 +5,7 @@
 
 A claim is decided only by the comparisons registered here (written before looking at results),
 never by whichever metric happens to look good.  Arm names are fnmatch patterns so that, e.g.,
-the learning-rate sweep can pool ``ssim_lr*`` arms.
+the learning-rate sweep can pool ``ssim*`` arms.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           "not counted."),
     Claim("C2", "SSIM makes training more stable and allows a higher learning rate", ("lr",),
           (_check(DIVERGED, "ssim*", "mse*", "lower"),),
-          "lr ablation arms are named <loss>_lr<value>; divergence pooled over all learning rates."),
+          "the lr file sweeps train.lr with a grid block (arms <loss>--train.lr_<value>, values in `swept`); "
+          "divergence pooled over all learning rates."),
     Claim("C3", "The pooled colour loss fixes SSIM's colour accuracy", ("loss", "loss_cpu", "loss_stl10_cpu"),
           (_check("recon_chroma_error", "ssim_colour", "ssim", "lower"),
            _check("recon_saturation_ratio", "ssim_colour", "ssim", "higher"),

@@ -29,6 +29,7 @@ import pydantic
 import yaml
 
 from bench import data as data_mod
+from bench import grid
 from bench.errors import BenchError, ConfigError
 from losses import LOSSES
 from models import MODELS
@@ -165,6 +166,7 @@ class EvalSpec(_Strict):
 
 class ArmSpec(_Strict):
     data: dict[str, Any] = {}      # dataset keys for this arm, e.g. {classes: [horse, bird]} (C10)
+    swept: dict[str, Any] = {}     # set by the grid block (bench/grid.py): {dotted key: value}
     model: dict[str, Any] = {}
     loss: list[dict[str, Any]] | None = None
     train: dict[str, Any] = {}
@@ -210,6 +212,7 @@ class RunSpec:
     eval: dict[str, Any]
     data: dict[str, Any]
     hash8: str = field(default="")
+    swept: dict[str, Any] = field(default_factory=dict)   # grid values of this arm (bench/grid.py)
 
     @property
     def rel_dir(self) -> Path:
@@ -218,7 +221,7 @@ class RunSpec:
     def resolved(self) -> dict[str, Any]:
         return {"ablation": self.ablation, "arm": self.arm, "dataset": self.dataset, "seed": self.seed,
                 "hash8": self.hash8, "model": self.model, "loss": self.loss, "train": self.train,
-                "eval": self.eval, "data": self.data}
+                "eval": self.eval, "data": self.data, **({"swept": self.swept} if self.swept else {})}
 
 
 # --------------------------------------------------------------------------- loading
@@ -334,6 +337,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Ablat
     shown = _show(path)
     data.pop("base", None)
     where = _Lines(lines, shown)
+    grid.expand(data, lines, where.error)             # arms x grid values, before validation
     try:
         spec = AblationSpec(**data, source=shown, overrides=list(overrides))
     except pydantic.ValidationError as exc:
@@ -492,7 +496,7 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
             data_dump = {**ds.model_dump(), **ds.source_args()}   # source args completed with defaults
             for seed in spec.seeds:
                 run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
-                              train, ev, data_dump)
+                              train, ev, data_dump, swept=dict(arm.swept))
                 runs.append(RunSpec(**{**run.__dict__, "hash8": run_hash(run)}))
     return runs
 

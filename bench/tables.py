@@ -479,7 +479,7 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
     arms = {}
     for r in records:
         arms.setdefault(r.run.arm, {"losses": [t["name"] for t in r.run.loss], "lr": r.run.train["lr"],
-                                    "model": r.run.model.get("name")})
+                                    "model": r.run.model.get("name"), "swept": dict(r.run.swept)})
     out_groups = []
     for g in groups:
         ms = {}

@@ -189,3 +189,56 @@ def test_out_of_range_and_non_finite_values_are_refused(tmp_path, capsys, edit, 
     assert GOOD.replace(*edit) != GOOD
     err = _cli_refuses(tmp_path, p, capsys)
     assert key in err and "a.yaml" in err, err
+
+
+# --------------------------------------------------------------------------- the grid block
+
+GRID = GOOD + """\
+grid:
+  loss.kl.weight: [0.1, 1]
+  train.lr: [1.0e-3, 3.0e-3]
+"""
+
+
+def test_grid_expands_arms_by_values_and_records_them(tmp_path):
+    spec = config.load(write(tmp_path, GRID.replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}",
+                                                    "  train: {steps: 4, batch_size: 8}")))
+    names = list(spec.arms)
+    assert names == [f"{arm}--loss.kl.weight_{w}--train.lr_{lr}" for arm in ("mse", "ssim")
+                     for w in ("0.1", "1") for lr in ("0.001", "0.003")]
+    runs = config.expand(spec)
+    assert len(runs) == 8 * 2                                      # 8 arms x 2 seeds
+    r = next(r for r in runs if r.arm == "ssim--loss.kl.weight_0.1--train.lr_0.003")
+    assert r.swept == {"loss.kl.weight": 0.1, "train.lr": 0.003}
+    assert r.train["lr"] == 0.003 and [(t["name"], t["weight"]) for t in r.loss] == [("kl", 0.1), ("ssim", 1.0)]
+    assert r.resolved()["swept"] == r.swept
+    assert len({x.hash8 for x in runs}) == 8                      # every grid point is its own experiment
+    assert spec.baseline_arm() == names[0]
+
+
+def test_grid_baseline_names_the_first_combination(tmp_path):
+    text = GRID.replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}", "  train: {steps: 4, batch_size: 8}")
+    spec = config.load(write(tmp_path, text + "baseline: ssim\n"))
+    assert spec.baseline_arm() == "ssim--loss.kl.weight_0.1--train.lr_0.001"
+
+
+@pytest.mark.parametrize("grid,expect", [
+    ("grid:\n  train.lr: [1.0e-3]\n", "already sets train.lr"),                    # defaults do not count,
+    ("grid:\n  loss.colour.weight: [1, 2]\n", "has no loss term 'colour'"),
+    ("grid:\n  optim.lr: [1]\n", "unknown grid key 'optim.lr'"),
+    ("grid:\n  train.lr: []\n", "non-empty list"),
+    ("grid:\n  train.lr: [0.1, 0.1]\n", "lists a value twice"),
+    ("grid:\n  train.lr: [.nan]\n", "finite numbers"),
+    ("grid: [1, 2]\n", "must map dotted keys"),
+])
+def test_grid_errors_point_at_the_grid_line(tmp_path, grid, expect):
+    text = GOOD.replace("  mse: {}", "  mse: {train: {lr: 1.0e-3}}") + grid
+    msg = err(tmp_path, text)
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("grid"))) + 1
+    assert expect in msg and (f"a.yaml:{line}:" in msg or f"a.yaml:{line + 1}:" in msg), msg
+
+
+def test_grid_values_are_validated_like_any_field(tmp_path):
+    text = GRID.replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}", "  train: {steps: 4, batch_size: 8}")
+    msg = err(tmp_path, text.replace("[1.0e-3, 3.0e-3]", "[1.0e-3, -1]"))
+    assert "train.lr" in msg and "greater than 0" in msg, msg
