@@ -12,8 +12,19 @@ def pytest_addoption(parser):
                      help="also run the benchmarks (tests marked `benchmark`)")
 
 
+# pytest-benchmark's own switches mean "I want the benchmarks" too (`pytest --benchmark-only`,
+# `--benchmark-autosave`, `--benchmark-compare`, ...); plain `pytest` still runs none of them.
+BENCHMARK_SWITCHES = ("benchmark_only", "benchmark_autosave", "benchmark_save", "benchmark_compare",
+                      "benchmark_json", "benchmark_histogram")
+
+
+def wants_benchmarks(config) -> bool:
+    return bool(config.getoption("--benchmark")) or any(
+        config.getoption(opt, default=None) for opt in BENCHMARK_SWITCHES)
+
+
 def pytest_collection_modifyitems(config, items):
-    run_bench = config.getoption("--benchmark")
+    run_bench = wants_benchmarks(config)
     has_real = bool(os.environ.get("PEGASUS_DATASETS"))
     skip_bench = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark`")
     skip_real = pytest.mark.skip(reason="real data: set PEGASUS_DATASETS=../shared/datasets")
