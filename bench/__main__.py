@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,table,score,list,weights,data}``.
+"""Command line: ``python -m bench {run,plan,status,table,score,interpolate,pegasus,list,weights,data}``.
 
 Known user errors (BenchError) become one line on stderr and exit code 2; nothing is written
 before an ablation file has been fully validated.
@@ -6,6 +6,7 @@ before an ablation file has been fully validated.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,15 +23,46 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="where tables go (default: results/)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
+    return n
+
+
+def _device_list(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in devices if not (d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()))]
+    if not devices or bad:
+        raise argparse.ArgumentTypeError(f"expected a list like cuda:0,cuda:1 (got {text!r})")
+    return devices
+
+
+def _add_run(sub) -> None:
     p = sub.add_parser("run", help="train and score every unfinished run, then write the tables")
     _add_common(p)
     p.add_argument("--dry-run", action="store_true", help="same as `plan`: validate and list runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--require", default="", metavar="fid,lpips",
                    help="fail before training unless these weight-dependent metrics can be computed")
+    p.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="local: worker processes on this machine (default); ray: one Ray task per run")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="runs at once (default 1). local: N worker processes (CUDA: round-robin over the GPUs; "
+                        "CPU: the threads are split); ray: on a CPU cluster each run asks for CPUs/N")
+    p.add_argument("--devices", type=_device_list, default=None, metavar="cuda:0,cuda:1",
+                   help="local runner: the devices the jobs use, round-robin (default: every visible GPU)")
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="ray runner: the cluster to join (default: start a local Ray on this machine)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_run(sub)
     p = sub.add_parser("plan", help="validate, list the expanded runs, build every model and objective")
     _add_common(p)
     p.add_argument("--require", default="", metavar="fid,lpips",
@@ -41,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "then rewrite the tables")
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p = sub.add_parser("status", help="every run of a file: done / running (who) / failed / pending, step, "
+                                      "images/s, ETA; works while a sweep runs")
+    _add_common(p)
     sub.add_parser("list", help="list registered models, losses and data sources")
     p = sub.add_parser("interpolate", help="walk a finished run's latent space between two classes (C11): "
                                            "sheets, cross-fade baseline, ranked gallery, metrics.json")
@@ -146,7 +181,8 @@ def cmd_run(args) -> int:
             checked.add(key)
             for role in ("train", "test"):
                 data.load(data.DataSpec(**run.data), role)
-    summary = runners.run_local(spec, runs, args.runs_dir, progress=not args.no_progress)
+    summary = runners.run_sweep(runs, args.runs_dir, runner=args.runner, jobs=args.jobs, devices=args.devices,
+                                address=args.address, progress=not args.no_progress)
     path = _write_tables(spec, runs, args)
     runners.say(f"{len(summary.trained)} trained, {len(summary.skipped)} skipped, "
                 f"{len(summary.diverged)} diverged, {len(summary.failed)} failed -> {path}")
@@ -203,6 +239,14 @@ def cmd_pegasus(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from bench import config, status
+
+    spec = config.load(args.file, args.overrides)
+    print(status.report(spec.name, config.expand(spec), args.runs_dir))
+    return 0
+
+
 def cmd_list(args) -> int:
     from bench.data import SOURCES
     from losses import LOSSES
@@ -232,12 +276,15 @@ def _weights_cli(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "table": cmd_table, "score": cmd_score, "list": cmd_list,
-                "data": cmd_data,
-                "weights": _weights_cli, "interpolate": cmd_interpolate, "pegasus": cmd_pegasus}[args.cmd](args)
+        return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "table": cmd_table, "score": cmd_score,
+                "list": cmd_list, "data": cmd_data, "weights": _weights_cli, "interpolate": cmd_interpolate,
+                "pegasus": cmd_pegasus}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except BrokenPipeError:             # `python -m bench status FILE | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
 
 
 if __name__ == "__main__":

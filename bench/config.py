@@ -140,6 +140,7 @@ class TrainSpec(_Strict):
     grad_clip: float | None = pydantic.Field(None, gt=0)
     log_every: int = pydantic.Field(50, ge=1)
     ckpt_every: int = pydantic.Field(500, ge=1)
+    val_every: int = pydantic.Field(500, ge=1)    # held-out loss + sheets in TensorBoard (bench/live.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
     channels_last: pydantic.StrictBool = True  # CUDA only
@@ -530,7 +531,7 @@ def _validate(model: type[_Strict], raw: dict, candidates) -> dict:
 # Train settings that do not change the trained weights: where the run happens and how often it
 # logs/checkpoints.  Neither they nor ``eval`` are part of a run's identity, so moving a run to
 # another device or re-scoring it with another protocol never retrains it.
-_NOT_IDENTITY = {"device", "log_every", "ckpt_every"}
+_NOT_IDENTITY = {"device", "log_every", "ckpt_every", "val_every"}
 
 
 # --set keys that say where things are or run, not what the experiment is

@@ -22,6 +22,7 @@ is the train set.  When the test split exists, ``holdout`` is ignored.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -46,7 +47,7 @@ from bench.subsets import stratified
 
 SOURCES = Registry("data source")
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5      # 5: shapes rendered on one thread (identical pixels on every machine)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 SHAPE_KINDS = ["circle", "square", "triangle", "ring", "star"]
@@ -344,12 +345,29 @@ def shapes(split: str, size: int = 32, n_train: int = 4000, n_test: int = 1000,
     }
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)
     chunk = max(1, 2 ** 18 // (size * size))  # bounded memory at any resolution
+    with _single_thread():                    # FFT sums depend on the thread count: same pixels everywhere
+        _render_chunks(out, kind, params, g, chunk)
+    return RawSet(out, kind.to(torch.int64), list(SHAPE_KINDS))
+
+
+def _render_chunks(out: torch.Tensor, kind: torch.Tensor, params: dict[str, torch.Tensor], g: torch.Generator,
+                   chunk: int) -> None:
+    n, size = len(out), out.shape[-1]
     for i in range(0, n, chunk):
         j = min(n, i + chunk)
         white = torch.randn(j - i, 4, size, size, generator=g)
         img = _render_shapes(kind[i:j], {k: v[i:j] for k, v in params.items()}, white, size)
         out[i:j] = img.mul_(255).round_().to(torch.uint8)
-    return RawSet(out, kind.to(torch.int64), list(SHAPE_KINDS))
+
+
+@contextlib.contextmanager
+def _single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _unpickle(path: Path) -> dict:

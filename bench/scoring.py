@@ -163,13 +163,17 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
 
 @torch.no_grad()
 def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity: bool = True,
-          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[str], None] | None = None, device: torch.device | None = None,
+          shared: str | None = None) -> dict[str, Any]:
     """Evaluate the checkpoint in ``run_dir``; write sheets; return the ``metrics`` mapping.
 
     ``fidelity=False`` skips the pretrained-network metrics (their keys then say so);
-    ``progress`` receives one line per pass (scoring a 96 px run on a CPU takes minutes)."""
+    ``progress`` receives one line per pass (scoring a 96 px run on a CPU takes minutes);
+    ``device`` overrides the run's own setting (a runner's placement; not part of the run's identity);
+    ``shared`` says what else ran on the device meanwhile (parallel jobs): the timings are then
+    recorded as not isolated, and the tables list them without comparing them."""
     say = progress or (lambda _msg: None)
-    device = resolve_device(run.train["device"])
+    device = device or resolve_device(run.train["device"])
     ck = torch.load(run_dir / store.CKPT, map_location="cpu", weights_only=False)
     model = load_run_model(run, ck, device)
     sets = eval_sets(run)
@@ -191,7 +195,8 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
     sample_metrics, samples_u8 = timed("samples", lambda: _sample_pass(model, sets, run, device, base))
     metrics.update(sample_metrics)
     metrics["degenerate"] = _degeneracy(sets, recon_u8, samples_u8, metrics, base)
-    metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result)))
+    metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result,
+                                                                         shared)))
     enabled = fidelity and run.eval.get("fidelity", True)
     metrics.update(timed("fidelity", lambda: _fidelity_metrics(
         samples_u8, recon_u8, sets, run, device, base, enabled)))
@@ -337,7 +342,7 @@ def _degeneracy(sets: EvalSets, recon_u8, samples_u8, metrics, base) -> dict[str
 # --------------------------------------------------------------------------- cost (isolated)
 
 def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
-                  train_result: dict[str, Any]) -> dict[str, Any]:
+                  train_result: dict[str, Any], shared: str | None = None) -> dict[str, Any]:
     """Params, FLOPs, and throughput measured in an isolated pass after training (warm-up, median of
     repeats, one fixed batch), never from the training loop's wall clock."""
     res = data_mod.DataSpec(**run.data).resolution
@@ -349,7 +354,9 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
     ips, peak_mb = _train_step_cost(run, model, sets, device)
     # Other processes on the machine slow an isolated measurement too: record the load around it
     c["load_1min"] = round(max(load_before, os.getloadavg()[0]), 2)
-    c["machine_busy"] = device.type == "cpu" and c["load_1min"] > (os.cpu_count() or 1) + 0.5
+    c["machine_busy"] = bool(shared) or (device.type == "cpu" and c["load_1min"] > (os.cpu_count() or 1) + 0.5)
+    if shared:
+        c["shared"] = shared
     iso = {"batch_size": bs, "warmup": COST_WARMUP, "repeats": COST_REPEATS, "amp": run.train["amp"],
            "method": "isolated: median of single training steps (forward, loss, backward, Adam) on a "
                      "copy of the trained model, one fixed batch, after training", **c}

@@ -1,7 +1,7 @@
 """Run directories, atomic writes and locks.
 
     runs/<ablation>/<arm>/<dataset>/s<seed>-<hash8>/
-        config.yaml  env.json  log.jsonl  ckpt.pt  recon.png  samples.png  metrics.json
+        config.yaml  env.json  log.jsonl  ckpt.pt  tb/  recon.png  samples.png  metrics.json  .lock
 
 ``metrics.json`` is written last, atomically; its presence means the run is finished (done or
 diverged) and a rerun skips it.  ``error.json`` records a crash; such runs are retried.
@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ METRICS = "metrics.json"
 ERROR = "error.json"
 CKPT = "ckpt.pt"
 LOG = "log.jsonl"
+LOCK = ".lock"
+TENSORBOARD = "tb"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -84,19 +87,45 @@ def is_finished(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[bool]:
-    """Non-blocking exclusive lock on a run dir; yields False if another process holds it."""
+def run_lock(run_dir: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Exclusive lock on a run dir; yields False if another process holds it (``wait=True`` blocks
+    until it is free instead).  The holder's pid, host and start time are written into the lock
+    file for ``bench status``.  An OS lock (flock) dies with its process, so the lock of a killed
+    process is free for the next one: nothing stale to clean up."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
+    with open(run_dir / LOCK, "a+") as f:          # "a+": never truncate a file another process holds
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         try:
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps({"pid": os.getpid(), "host": platform.node(),
+                                "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+            f.flush()
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(run_dir: Path) -> dict[str, Any] | None:
+    """Who holds the run's lock ({"pid", "host", "since"}), or None when nobody does (also when the
+    lock file was left behind by a process that died).  Never creates anything."""
+    path = Path(run_dir) / LOCK
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(f.read() or "{}") or {"pid": None}
+            except ValueError:
+                return {"pid": None}
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return None
 
 
 def git_commit() -> str:

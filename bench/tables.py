@@ -68,6 +68,8 @@ TIMED = ("train_images_per_s", "sample_images_per_s", "mfu")   # isolated timing
 
 def busy_reason(key: str, m: dict[str, Any]) -> str | None:
     """Why a timing does not count: other work shared the CPU while it was measured."""
+    if key in TIMED and m.get("shared"):
+        return f"measured while {m['shared']}; re-measure alone with `python -m bench score`"
     if key in TIMED and m.get("machine_busy"):
         return f"measured while other work shared the machine (load {m.get('load_1min')}); re-measure quiet"
     return None

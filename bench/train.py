@@ -21,6 +21,7 @@ import torch
 from bench import data as data_mod
 from bench import store
 from bench.config import RunSpec
+from bench.live import LiveLog
 from bench.runtime import autocast, build_model, resolve_device
 from losses import Objective
 
@@ -37,9 +38,10 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
+def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.device | None = None) -> TrainResult:
+    """``device`` overrides the run's own setting (a runner's placement; not part of its identity)."""
     cfg = run.train
-    device = resolve_device(cfg["device"])
+    device = device or resolve_device(cfg["device"])
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -77,6 +79,8 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
                                      "noise": noise.get_state()})
 
     # -- loop
+    live = LiveLog(run_dir, dspec, device=device, seed=run.seed, resumed_from=resumed_from)
+    val_every = cfg["val_every"]
     model.train()
     steps, log_every = cfg["steps"], cfg["log_every"]
     losses = torch.zeros(log_every, device=device)           # deferred NaN check: no sync per step
@@ -106,6 +110,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
                 if len(bad):
                     first = step - n + int(bad[0]) + 1
                     bar.close()
+                    live.close()
                     return TrainResult("diverged", first, f"non-finite loss ({window[bad[0]].item()}) "
                                        f"at step {first}", _rate(timed_images, timed_s),
                                        time.perf_counter() - t_start, resumed_from)
@@ -119,13 +124,18 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True) -> TrainResult:
                          "images_per_s": _rate(timed_images, timed_s), "elapsed_s": round(now - t_start, 3)}
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
+                live.scalars(step, entry)
                 sums = {}
                 bar.update(n)
                 bar.set_postfix(loss=f"{entry['loss']:.4g}")
+            if step % val_every == 0 or step == steps:
+                # not training time: the timed window skips it
+                t_mark += live.validate(step, model, objective, amp=cfg["amp"], batch_size=cfg["batch_size"])
             if step % cfg["ckpt_every"] == 0 and step < steps:
                 save_ckpt()
     save_ckpt()
     bar.close()
+    live.close()
     return TrainResult("done", step, None, _rate(timed_images, timed_s), time.perf_counter() - t_start,
                        resumed_from)
 

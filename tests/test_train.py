@@ -40,7 +40,7 @@ def spec(tmp_path):
 
 def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
     runs = config.expand(spec)
-    s = runners.run_local(spec, runs, tmp_path / "runs", progress=False)
+    s = runners.run_sweep(runs, tmp_path / "runs", progress=False)
     assert len(s.trained) == 4 and not s.failed
     d = tmp_path / "runs" / runs[0].rel_dir
     for f in ("config.yaml", "env.json", "log.jsonl", "ckpt.pt", "recon.png", "samples.png", "metrics.json"):
@@ -54,7 +54,7 @@ def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
     log = [json.loads(l) for l in (d / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [2, 4, 6, 8] and all("kl" in e and "mse" in e for e in log)
 
-    again = runners.run_local(spec, runs, tmp_path / "runs", progress=False)
+    again = runners.run_sweep(runs, tmp_path / "runs", progress=False)
     assert not again.trained and len(again.skipped) == 4
 
     table = report.write(spec, runs, tmp_path / "runs", tmp_path / "results")
@@ -104,7 +104,7 @@ def test_nan_loss_is_recorded_as_diverged(spec, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Objective, "forward", poisoned)
     runs = config.expand(spec)[:1]
-    s = runners.run_local(spec, runs, tmp_path / "runs", progress=False)
+    s = runners.run_sweep(runs, tmp_path / "runs", progress=False)
     assert s.diverged == [str(runs[0].rel_dir)]
     doc = store.read_json(tmp_path / "runs" / runs[0].rel_dir / "metrics.json")
     assert doc["status"] == "diverged" and doc["train"]["steps"] == 5 and "step 5" in doc["train"]["reason"]
@@ -113,18 +113,18 @@ def test_nan_loss_is_recorded_as_diverged(spec, tmp_path, monkeypatch):
 
 
 def test_crash_is_recorded_and_sweep_continues(spec, tmp_path, monkeypatch):
-    import bench.runners as r
+    import bench.execute as r
     runs = config.expand(spec)[:2]
     real = r.run_one
     seen = []
 
-    def flaky(run, run_dir, progress=True):
+    def flaky(run, run_dir, **kw):
         seen.append(run.seed)
         if run.seed == 0:
             raise RuntimeError("boom")
-        return real(run, run_dir, progress=progress)
+        return real(run, run_dir, **kw)
 
     monkeypatch.setattr(r, "run_one", flaky)
-    s = runners.run_local(spec, runs, tmp_path / "runs", progress=False)
+    s = runners.run_sweep(runs, tmp_path / "runs", progress=False)
     assert seen == [0, 1] and len(s.failed) == 1 and len(s.trained) == 1
     assert "boom" in store.read_json(tmp_path / "runs" / runs[0].rel_dir / "error.json")["error"]

@@ -1,0 +1,109 @@
+"""The runner seam: train and score one run, whatever executes it.
+
+    execute(run, runs_root, placement) -> Outcome      # lock, re-check, train, score, record
+
+``execute`` is the only code that touches a run directory: it takes the run's lock, checks under
+the lock that the run is still unfinished (another sweep may have finished it meanwhile: a
+finished run is never touched again), writes config.yaml + env.json, trains (resuming from
+ckpt.pt), scores, and writes metrics.json last.  A diverged run is finished (metrics.json says
+so); a crash writes error.json and the next invocation retries it.
+
+Placement (device, threads) is chosen by the executor (bench/runners.py, bench/ray_runner.py) and
+is not part of a run's identity: a run trained on cuda:1 or with 1 thread has the same directory and
+hash; env.json records where it ran.  Timings measured while other jobs shared the device are
+recorded as such (``shared``) and the tables list them without comparing them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bench import store
+from bench.config import RunSpec
+from bench.runtime import resolve_device
+from bench.scoring import score
+from bench.train import result_dict, train
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run executes: a device ("cuda:1", "cpu"; None = the run's own setting), the number
+    of CPU threads (None = leave torch's default), and what else shares the device (None = nothing)."""
+    device: str | None = None
+    threads: int | None = None
+    shared: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.device or "default device"]
+        if self.threads:
+            parts.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rel_dir: str
+    state: str                  # trained | diverged | failed | skipped (finished elsewhere) | busy (locked)
+    message: str = ""
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- the seam
+
+def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Placement = Placement()) -> dict:
+    """Train + score one run; write metrics.json last. Returns the metrics document."""
+
+    device = resolve_device(placement.device or run.train["device"])
+    store.write_yaml(run_dir / "config.yaml", run.resolved())
+    env = store.environment(device)
+    env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
+                        "shared": placement.shared}
+    store.write_json(run_dir / "env.json", env)
+    result = result_dict(train(run, run_dir, progress=progress, device=device))
+    doc = {"status": result["status"], "run": run.resolved(), "train": result, "env": env}
+    if result["status"] == "done":
+        doc["metrics"] = score(run, run_dir, result, progress=say if progress else None, device=device,
+                               shared=placement.shared)
+        doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval}
+    else:
+        doc["metrics"] = {}
+    (run_dir / store.ERROR).unlink(missing_ok=True)
+    store.write_json(run_dir / store.METRICS, doc)
+    return doc
+
+
+def execute(run: RunSpec, runs_root: Path, placement: Placement = Placement(), *, progress: bool = False,
+            wait: bool = False) -> Outcome:
+    """Train and score one run unless it is finished or locked (``wait``: block for the lock)."""
+    run_dir, rel = Path(runs_root) / run.rel_dir, str(run.rel_dir)
+    if placement.threads:
+        torch.set_num_threads(placement.threads)
+    with store.run_lock(run_dir, wait=wait) as ok:
+        if not ok:
+            return Outcome(rel, "busy", "locked by another process")
+        if store.is_finished(run_dir):       # finished by another process since the to-do list was made
+            return Outcome(rel, "skipped", "finished by another process")
+        t0 = time.perf_counter()
+        try:
+            doc = run_one(run, run_dir, progress=progress, placement=placement)
+        except Exception as exc:  # the sweep goes on; the error is recorded and retried next time
+            store.write_json(run_dir / store.ERROR, {"error": f"{type(exc).__name__}: {exc}",
+                                                     "traceback": traceback.format_exc()})
+            return Outcome(rel, "failed", f"FAILED ({type(exc).__name__}: {exc}); details in "
+                                          f"{run_dir / store.ERROR}", time.perf_counter() - t0)
+    dt = time.perf_counter() - t0
+    if doc["status"] == "diverged":
+        return Outcome(rel, "diverged", f"diverged ({doc['train']['reason']}) after {dt:.0f}s", dt)
+    m = doc["metrics"]
+    return Outcome(rel, "trained", f"done in {dt:.0f}s — test SSIM {m['recon_ssim']['value']:.3f}, "
+                                   f"PSNR {m['recon_psnr']['value']:.2f} dB", dt)

@@ -1,0 +1,111 @@
+"""``python -m bench status FILE``: where every run of an ablation stands, while a sweep runs or after.
+
+Reads only what runs write anyway (metrics.json, error.json, ckpt.pt, log.jsonl and the lock file)
+and never creates or locks anything a runner could trip over.  States:
+
+    done · diverged        finished (metrics.json)
+    running                a live process holds the run's lock (pid and host shown)
+    failed                 error.json from the last attempt; the next `bench run` retries it
+    interrupted            a checkpoint but nobody running it; the next `bench run` resumes it
+    pending                nothing yet
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import store
+from bench.config import RunSpec
+
+
+@dataclass(frozen=True)
+class RunState:
+    rel_dir: str
+    state: str
+    step: int
+    total: int
+    images_per_s: float | None = None
+    eta_s: float | None = None          # training still to go at the run's own pace (running runs)
+    detail: str = ""
+    wall_s: float | None = None         # training + scoring seconds of a finished run
+
+
+def last_log_entry(path: Path) -> dict:
+    """The last complete JSON line of a run's log ({} when there is none)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue                     # a line being written right now
+    return {}
+
+
+def run_state(run: RunSpec, runs_root: Path) -> RunState:
+    d, rel, total = Path(runs_root) / run.rel_dir, str(run.rel_dir), run.train["steps"]
+    if store.is_finished(d):
+        try:
+            doc = store.read_json(d / store.METRICS)
+        except (OSError, ValueError):
+            return RunState(rel, "done", total, total, detail="metrics.json unreadable")
+        train = doc.get("train", {})
+        scoring = ((doc.get("metrics") or {}).get("scoring_s") or {}).get("value") or 0
+        wall = (train.get("wall_s") or 0) + scoring
+        return RunState(rel, doc.get("status", "done"), train.get("steps", total), total,
+                        train.get("train_images_per_s"), detail=train.get("reason") or "", wall_s=wall)
+    entry = last_log_entry(d / store.LOG)
+    step, ips = int(entry.get("step", 0)), entry.get("images_per_s")
+    holder = store.lock_holder(d)
+    if holder is not None:
+        eta = (total - step) * run.train["batch_size"] / ips if ips else None
+        who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder.get("pid") else "lock held"
+        return RunState(rel, "running", step, total, ips, eta, who + ("" if step < total else ", scoring"))
+    if (d / store.ERROR).exists():
+        try:
+            err = store.read_json(d / store.ERROR).get("error", "")
+        except (OSError, ValueError):
+            err = "error.json unreadable"
+        return RunState(rel, "failed", step, total, ips, detail=err)
+    if (d / store.CKPT).exists():
+        return RunState(rel, "interrupted", step, total, ips, detail="resumes from its checkpoint")
+    return RunState(rel, "pending", 0, total)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def report(name: str, runs: list[RunSpec], runs_root: Path) -> str:
+    """A line per run and a summary line with an ETA for the rest of the sweep."""
+    states = [run_state(r, runs_root) for r in runs]
+    width = max(len(s.rel_dir) for s in states)
+    lines = [f"{'run':<{width}}  {'state':<11} {'step':>13}  {'img/s':>7}  {'eta':>7}  detail"]
+    for s in states:
+        ips = f"{s.images_per_s:.1f}" if s.images_per_s else "-"
+        lines.append(f"{s.rel_dir:<{width}}  {s.state:<11} {f'{s.step}/{s.total}':>13}  {ips:>7}  "
+                     f"{_fmt_s(s.eta_s):>7}  {s.detail}".rstrip())
+    counts = {k: sum(s.state == k for s in states) for k in
+              ("done", "diverged", "running", "failed", "interrupted", "pending")}
+    lines.append(f"{name}: {len(states)} runs — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+                 + f"; {_eta(states)}")
+    return "\n".join(lines)
+
+
+def _eta(states: list[RunState]) -> str:
+    """Rest of the sweep, one run at a time, at the mean wall time (training + scoring) of its finished runs."""
+    walls = [s.wall_s for s in states if s.wall_s]
+    left = [s for s in states if s.state in ("pending", "interrupted", "failed", "running")]
+    if not left:
+        return "nothing left to run"
+    if not walls:
+        return "ETA unknown until a run finishes"
+    per = sum(walls) / len(walls)
+    secs = sum(per * (1 - s.step / s.total) for s in left)
+    return f"~{_fmt_s(secs)} left at {_fmt_s(per)} per run (one at a time; less with --jobs)"
