@@ -275,6 +275,9 @@ def _weights_cli(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        from bench import data
+        data.PROGRESS = False
     try:
         return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "table": cmd_table, "score": cmd_score,
                 "list": cmd_list, "data": cmd_data, "weights": _weights_cli, "interpolate": cmd_interpolate,

@@ -131,15 +131,17 @@ class _Strict(pydantic.BaseModel):
 
 
 class TrainSpec(_Strict):
-    """Optimisation settings of one run (shared by every arm unless an arm overrides a key)."""
-    steps: int = pydantic.Field(2000, ge=1)
+    """Optimisation settings of one run (shared by every arm unless an arm overrides a key).
+    The defaults are the paper's setup (PAPER.md); this is their only home (ablations/_base.yaml
+    does not restate them)."""
+    steps: int = pydantic.Field(20000, ge=1)
     batch_size: int = pydantic.Field(128, ge=1)
     lr: float = pydantic.Field(1e-3, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = pydantic.Field(0.0, ge=0)
     grad_clip: float | None = pydantic.Field(None, gt=0)
-    log_every: int = pydantic.Field(50, ge=1)
-    ckpt_every: int = pydantic.Field(500, ge=1)
+    log_every: int = pydantic.Field(100, ge=1)
+    ckpt_every: int = pydantic.Field(1000, ge=1)
     val_every: int = pydantic.Field(500, ge=1)    # held-out loss + sheets in TensorBoard (bench/live.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
@@ -150,7 +152,7 @@ class TrainSpec(_Strict):
 class EvalSpec(_Strict):
     """What the scoring pass measures on a finished run."""
     n_test: int | None = pydantic.Field(10000, ge=1)   # test images scored (None = all)
-    n_samples: int = pydantic.Field(1000, ge=16)       # prior samples scored
+    n_samples: int = pydantic.Field(10000, ge=16)      # prior samples scored
     batch_size: int = pydantic.Field(250, ge=1)
     sheet: int = pydantic.Field(64, ge=4)              # images per PNG sheet
     fidelity: pydantic.StrictBool = True               # FID/KID/LPIPS (pretrained networks)

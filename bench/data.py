@@ -47,6 +47,7 @@ from bench.subsets import stratified
 
 SOURCES = Registry("data source")
 
+PROGRESS = True     # decoding bars for large folders; `--no-progress` switches them off
 CACHE_VERSION = 5      # 5: shapes rendered on one thread (identical pixels on every machine)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -117,7 +118,7 @@ def _decode_files(files: list[Path], desc: str) -> torch.Tensor:
     images: list[torch.Tensor] = []
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(files), desc=desc, unit="img", file=sys.stderr,
-                 disable=len(files) <= 1000, leave=False) as bar:
+                 disable=len(files) <= 1000 or not PROGRESS, leave=False) as bar:
         for decoded in pool.map(decode, chunks):
             images.extend(decoded)
             bar.update(len(decoded))
