@@ -3,7 +3,7 @@
 Every metric is a record carrying its protocol (``bench.metrics.records``; keys:
 ``bench.metrics.CATALOGUE``), including the identity of the images it was computed on.
 
-Evaluation sets (``eval_sets``; all fixed, seeded, class-stratified — ``bench.subsets`` — and
+Evaluation sets (``bench.evalsets.eval_sets``; all fixed, seeded, class-stratified — ``bench.subsets`` — and
 identical for every arm and seed of an ablation; never "the first n"):
 
 * **test** — ``eval.n_test`` held-out images (all if None) of the run's test split, restricted to
@@ -28,7 +28,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from bench import data as data_mod
 from bench import pegasus, store, subsets
 from bench.config import RunSpec
 from bench.errors import BenchError
+from bench.evalsets import EvalSets, eval_sets
 from bench.metrics import cost, quality
 from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
@@ -45,113 +45,15 @@ from bench.runtime import autocast, load_run_model, resolve_device
 from bench.sheets import interleave_rows, save_grid
 from bench.subsets import kid_subset_size
 from losses import Objective
-from losses.ssim import window_for
 from models.conv import count_params
 
-AU_THRESHOLD = 0.01   # Burda et al. (2016): a latent unit is active if Cov_x(E[z|x]) > 0.01
 KL_COLLAPSE_NATS = 0.5  # a mean KL below this per image means the posterior ignores x
 FIDELITY_KEYS = ("fid_samples", "kid_samples", "fid_recon", "lpips", "st_lpips")
 RESIZE = "bench.data.resize: torch bilinear, antialias (identity at native resolution)"
 SAMPLE_SEED_OFFSET = 2          # samples: run.seed + 2 (init uses seed, training noise seed + 1)
 COST_WARMUP, COST_REPEATS = 3, 7
 
-__all__ = ["EvalSets", "eval_sets", "metric", "save_grid", "score", "unavailable"]
-
-
-# --------------------------------------------------------------------------- pure metric functions
-
-def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) mean squared error over C*H*W; images in [0, 1]."""
-    return (x.float() - y.float()).pow(2).flatten(1).mean(1)
-
-
-def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) PSNR in dB for data range 1; identical images give +inf (clamped at 100 dB)."""
-    return 10 * torch.log10(1.0 / mse_per_image(x, y).clamp_min(1e-10))
-
-
-def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) SSIM (pytorch-msssim, Gaussian window, data_range=1.0)."""
-    from pytorch_msssim import ssim
-    return ssim(x.float(), y.float(), data_range=1.0, size_average=False, win_size=ssim_window(x.shape[-1]))
-
-
-def ssim_window(side: int, preferred: int = 11) -> int:
-    """The largest odd Gaussian window <= ``preferred`` that fits the image side (the loss's rule)."""
-    return window_for(side, preferred)
-
-
-def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """(B,) analytic KL(q(z|x) || N(0, I)) summed over latent dims."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-
-
-def active_units(mu_all: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
-    """Number of latent dims whose posterior mean varies across the data (variance > threshold)."""
-    return int((mu_all.float().var(0) > threshold).sum())
-
-
-# --------------------------------------------------------------------------- evaluation sets
-
-@dataclass
-class EvalSets:
-    """The fixed images a run is scored on (see the module docstring)."""
-    test: torch.Tensor              # (N, 3, R, R) uint8
-    test_labels: torch.Tensor
-    test_sub: subsets.Subset        # indices into the (class-restricted) test split
-    train: torch.Tensor
-    train_sub: subsets.Subset
-    ref_pos: subsets.Subset         # positions within ``test``: sample reference
-    fid_pos: subsets.Subset         # positions within ``test``: FID/KID/LPIPS
-    sheet_pos: subsets.Subset       # positions within ``test``: the recon sheet
-    split: str
-    classes: list[str] | None       # eval.classes, if the run restricts scoring to them
-
-    def proto(self, which: str) -> dict[str, Any]:
-        """Selection fields of one set, with indices hashed in the split's own numbering."""
-        if which == "test":
-            return self.test_sub.protocol()
-        if which == "train":
-            return self.train_sub.protocol()
-        pos = {"ref": self.ref_pos, "fid": self.fid_pos}[which]
-        absolute = self.test_sub.indices[pos.indices]
-        out = pos.protocol()
-        out["index_sha256"] = subsets.index_hash(absolute)
-        out["n_available"] = self.test_sub.total
-        return out
-
-
-def _restrict(images: torch.Tensor, labels: torch.Tensor, have: list[str], want: list[str] | None):
-    """Keep only the images of classes ``want`` (labels re-indexed into ``want`` order)."""
-    if want is None:
-        return images, labels
-    old = torch.tensor([have.index(c) for c in want])
-    keep = torch.isin(labels, old)
-    remap = torch.full((max(len(have), 1),), -1, dtype=torch.int64)
-    remap[old] = torch.arange(len(want))
-    return images[keep], remap[labels[keep]]
-
-
-def eval_sets(run: RunSpec) -> EvalSets:
-    """Load the run's test/train splits and choose every evaluation subset (seeded, stratified)."""
-    ev, dspec = run.eval, data_mod.DataSpec(**run.data)
-    want = ev.get("classes")
-    test_set, train_set = data_mod.load(dspec, "test"), data_mod.load(dspec, "train")
-    test_imgs, test_lab = _restrict(test_set.images, test_set.labels, test_set.classes, want)
-    train_imgs, train_lab = _restrict(train_set.images, train_set.labels, train_set.classes, want)
-    test_sub = subsets.stratified(test_lab, ev["n_test"])
-    test, labels = test_imgs[test_sub.indices], test_lab[test_sub.indices]
-    n = len(test)
-    train_sub = subsets.stratified(train_lab, n)
-    n_fid = min(ev.get("n_fid") or max(ev["n_samples"], n), n)
-    split = dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout {dspec.holdout:g}"
-    if want:
-        split += f" classes={','.join(want)}"
-    return EvalSets(test, labels, test_sub, train_imgs[train_sub.indices], train_sub,
-                    subsets.stratified(labels, min(ev["n_samples"], n)),
-                    subsets.stratified(labels, n_fid),
-                    subsets.stratified(labels, min(ev["sheet"] // 2, n)),
-                    split, want)
+__all__ = ["metric", "save_grid", "score", "unavailable"]
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
@@ -219,11 +121,11 @@ def _test_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[
     for i, x in _batches(images, run.eval["batch_size"], device):
         mu, logvar = model.encode(x)
         r = model.decode(mu).float().clamp(0, 1)
-        for k, fn in (("mse", mse_per_image), ("psnr", psnr_per_image), ("ssim", ssim_per_image),
-                      ("ms_ssim", quality.ms_ssim_per_image), ("colour_err", quality.pooled_colour_error),
-                      ("chroma_err", quality.chroma_error)):
+        for k, fn in (("mse", quality.mse_per_image), ("psnr", quality.psnr_per_image),
+                      ("ssim", quality.ssim_per_image), ("ms_ssim", quality.ms_ssim_per_image),
+                      ("colour_err", quality.pooled_colour_error), ("chroma_err", quality.chroma_error)):
             sums[k] += float(fn(x, r).sum())
-        sums["kl"] += float(kl_per_image(mu.float(), logvar.float()).sum())
+        sums["kl"] += float(quality.kl_per_image(mu.float(), logvar.float()).sum())
         kl_dim += quality.kl_per_dim(mu, logvar).double().cpu() * len(x)
         mus.append(mu.float().cpu())
         real.update(x)
@@ -236,14 +138,14 @@ def _test_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[
     return {
         "recon_mse": metric(mean["mse"], **proto),
         "recon_psnr": metric(mean["psnr"], **proto, note="mean of per-image PSNR (dB)"),
-        "recon_ssim": metric(mean["ssim"], **proto, window=ssim_window(res), impl="pytorch-msssim",
+        "recon_ssim": metric(mean["ssim"], **proto, window=quality.ssim_window(res), impl="pytorch-msssim",
                              versions=versions),
         "recon_ms_ssim": metric(mean["ms_ssim"], **proto, window=ms_win, scales=len(ms_weights),
                                 weights=[round(w, 6) for w in ms_weights], versions=versions,
                                 impl="pytorch-msssim, size-safe scales (bench.metrics.quality)"),
         "kl": metric(mean["kl"], **proto, note="analytic KL per image, nats",
                      per_dim=[round(float(v), 6) for v in kl_dim / n]),
-        "active_units": metric(active_units(torch.cat(mus)), **proto, threshold=AU_THRESHOLD,
+        "active_units": metric(quality.active_units(torch.cat(mus)), **proto, threshold=quality.AU_THRESHOLD,
                                latent_dim=model.latent_dim),
         "recon_colour_dist": metric(quality.colour_distance(recon, real), **proto,
                                     note="L2 between per-channel mean/std 6-vectors, recon set vs test set"),
@@ -265,7 +167,7 @@ def _train_pass(model, sets: EvalSets, run: RunSpec, device, base, metrics) -> d
     """Reconstruction MSE on as many training images (same classes, stratified): the gap (C10)."""
     total = 0.0
     for _, x in _batches(sets.train, run.eval["batch_size"], device):
-        total += float(mse_per_image(x, model.decode(model.encode(x)[0])).sum())
+        total += float(quality.mse_per_image(x, model.decode(model.encode(x)[0])).sum())
     train_mse = total / max(len(sets.train), 1)
     dspec = data_mod.DataSpec(**run.data)
     tr_proto = {**base, "split": dspec.train_split, "n": len(sets.train), **sets.proto("train"),
@@ -284,8 +186,8 @@ def _all_classes_pass(model, run: RunSpec, device, base) -> dict[str, Any]:
     mse = ssim = 0.0
     for _, x in _batches(test.images[sub.indices], run.eval["batch_size"], device):
         r = model.decode(model.encode(x)[0]).float().clamp(0, 1)
-        mse += float(mse_per_image(x, r).sum())
-        ssim += float(ssim_per_image(x, r).sum())
+        mse += float(quality.mse_per_image(x, r).sum())
+        ssim += float(quality.ssim_per_image(x, r).sum())
     proto = {**base, "split": f"{test.name} (all classes)", "n": len(sub), **sub.protocol()}
     return {"recon_mse_all_classes": metric(mse / len(sub), **proto),
             "recon_ssim_all_classes": metric(ssim / len(sub), **proto)}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import config, data, scoring, stats, subsets, tables
+from bench import config, data, evalsets, scoring, stats, subsets, tables
 from bench.errors import BenchError
 
 CLASSES = ["ant", "bee", "cat", "dog"]
@@ -94,13 +94,13 @@ def test_eval_sets_are_stratified_and_shared_across_arms(tmp_path, monkeypatch):
     monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path / "cache"))
     p = _spec(tmp_path)
     full, sub = config.expand(config.load(p, ["defaults.eval.classes=[bee, dog]"]))
-    a, b = scoring.eval_sets(full), scoring.eval_sets(sub)
+    a, b = evalsets.eval_sets(full), evalsets.eval_sets(sub)
     # both arms are scored on the same held-out bee + dog images (C10), 4 of each
     assert torch.equal(a.test, b.test) and a.test_sub.index_hash == b.test_sub.index_hash
     assert torch.bincount(a.test_labels).tolist() == [4, 4]
     # without eval.classes the full arm's test set has every class, balanced
     (full,) = [r for r in config.expand(config.load(p)) if r.arm == "full"]
-    s = scoring.eval_sets(full)
+    s = evalsets.eval_sets(full)
     assert torch.bincount(s.test_labels).tolist() == [2, 2, 2, 2]
     assert sorted(torch.bincount(data.load(data.DataSpec(**full.data), "train").labels[s.train_sub.indices]).tolist()) \
         == [2, 2, 2, 2]

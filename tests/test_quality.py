@@ -300,7 +300,7 @@ def test_identical_outputs_are_flagged():
 # --------------------------------------------------------------------------- latent
 
 def test_kl_per_dim_sums_to_analytic_kl_and_is_zero_at_prior():
-    from bench.scoring import kl_per_image
+    from bench.metrics.quality import kl_per_image
     mu, logvar = torch.randn(10, 6), torch.randn(10, 6) * 0.3
     assert torch.allclose(q.kl_per_dim(mu, logvar).sum(), kl_per_image(mu, logvar).mean(), atol=1e-5)
     assert torch.allclose(q.kl_per_dim(torch.zeros(4, 3), torch.zeros(4, 3)), torch.zeros(3))

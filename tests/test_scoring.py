@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from bench import config
+from bench import config, evalsets
 from bench.metrics import CATALOGUE
 from bench.train import result_dict, train
 
@@ -125,7 +125,7 @@ def test_score_produces_every_weight_free_key_with_protocol(trained, scored):
 def _fidelity(trained):
     from bench import scoring
     run, _, _ = trained
-    sets = scoring.eval_sets(run)
+    sets = evalsets.eval_sets(run)
     u8 = torch.zeros(32, 3, 32, 32, dtype=torch.uint8)
     return scoring._fidelity_metrics(u8, u8, sets, run, torch.device("cpu"),
                                      {"seed": 0, "device": "cpu", "resolution": 32}, True)

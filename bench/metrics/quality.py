@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 
 from losses.ssim import ms_ssim_per_image as _ms_ssim
-from losses.ssim import ms_ssim_plan
+from losses.ssim import ms_ssim_plan, window_for
 
 LUMA = (0.299, 0.587, 0.114)
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)   # Wang et al. (2003), 5 scales
@@ -394,3 +394,39 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """(D,) analytic KL(q(z|x) || N(0, 1)) per latent dim, averaged over the batch (nats)."""
     mu, logvar = mu.float(), logvar.float()
     return (0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)).mean(0)
+
+
+# --------------------------------------------------------------------------- per-image reconstruction metrics
+
+AU_THRESHOLD = 0.01   # Burda et al. (2016): a latent unit is active if Cov_x(E[z|x]) > 0.01
+
+
+def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error over C*H*W; images in [0, 1]."""
+    return (x.float() - y.float()).pow(2).flatten(1).mean(1)
+
+
+def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) PSNR in dB for data range 1; identical images give +inf (clamped at 100 dB)."""
+    return 10 * torch.log10(1.0 / mse_per_image(x, y).clamp_min(1e-10))
+
+
+def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) SSIM (pytorch-msssim, Gaussian window, data_range=1.0)."""
+    from pytorch_msssim import ssim
+    return ssim(x.float(), y.float(), data_range=1.0, size_average=False, win_size=ssim_window(x.shape[-1]))
+
+
+def ssim_window(side: int, preferred: int = 11) -> int:
+    """The largest odd Gaussian window <= ``preferred`` that fits the image side (the loss's rule)."""
+    return window_for(side, preferred)
+
+
+def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """(B,) analytic KL(q(z|x) || N(0, I)) summed over latent dims."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def active_units(mu_all: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
+    """Number of latent dims whose posterior mean varies across the data (variance > threshold)."""
+    return int((mu_all.float().var(0) > threshold).sum())
