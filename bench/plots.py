@@ -39,7 +39,7 @@ def _label(key: str) -> str:
     return i.title + arrow
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -95,7 +95,7 @@ def _metrics_fig(spec, records, groups, keys, runs_root, fig_dir):
     axes.flat[0].legend(title="dataset", fontsize=8)
     fig.suptitle(f"{spec.name}: mean ± 95% t-interval over seeds (dots: single seeds)", fontsize=11)
     fig.tight_layout()
-    _save(fig, fig_dir / "metrics.png")
+    save_figure(fig, fig_dir / "metrics.png")
     return "figures/metrics.png", "Key metrics per arm (mean ± 95% CI over seeds)"
 
 
@@ -150,7 +150,7 @@ def _curves_fig(spec, records, groups, keys, runs_root, fig_dir):
     axes[0, 0].legend(title="arm", fontsize=8)
     fig.suptitle(f"{spec.name}: training curves, mean ± 95% t-band over done seeds", fontsize=11)
     fig.tight_layout()
-    _save(fig, fig_dir / "curves.png")
+    save_figure(fig, fig_dir / "curves.png")
     return "figures/curves.png", "Training loss terms vs step (mean ± 95% band over seeds)"
 
 
@@ -197,7 +197,7 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
     ax.set_ylabel(_label(quality))
     ax.set_title(f"{spec.name}: quality vs cost (mean ± 95% CI)", fontsize=11)
     fig.tight_layout()
-    _save(fig, fig_dir / "pareto.png")
+    save_figure(fig, fig_dir / "pareto.png")
     return "figures/pareto.png", f"{info(quality).title} vs training images/s, with the Pareto front"
 
 
@@ -241,7 +241,7 @@ def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
     a2.legend(title="loss (dataset)", fontsize=8)
     fig.suptitle(f"{spec.name}: learning-rate sweep per loss", fontsize=11)
     fig.tight_layout()
-    _save(fig, fig_dir / "lr_sweep.png")
+    save_figure(fig, fig_dir / "lr_sweep.png")
     return "figures/lr_sweep.png", "Final quality and divergence rate vs learning rate, per loss"
 
 
@@ -289,6 +289,6 @@ def _sheet_figs(spec, records, groups, runs_root, fig_dir):
                      fontsize=10)
         fig.tight_layout()
         name = f"sheets-{ds}.png"
-        _save(fig, fig_dir / name)
+        save_figure(fig, fig_dir / name)
         out.append((f"figures/{name}", f"Real images, reconstructions and samples per arm ({ds})"))
     return out

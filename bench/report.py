@@ -2,6 +2,7 @@
 
     write(spec, runs, runs_root, results_root) -> results/<ablation>/table.md
         results/<ablation>/  tables, figures, sheets, README.md, summary.json   (bench.tables, bench.plots)
+        results/<ablation>/rd.md  rate–distortion curves at matched rate (bench.rd; loss-weight sweeps)
         results/README.md    the index of every results folder                  (bench.tables.write_index)
         results/CLAIMS.md    verdicts on the paper's claims                     (bench.claims)
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench import claims, plots, tables
+from bench import claims, plots, rd, tables
 from bench.config import AblationSpec, RunSpec
 
 
@@ -24,6 +25,7 @@ def write(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root
     v = tables.view(spec, runs, runs_root, as_written)
     try:
         figures = plots.write_figures(spec, v.records, v.groups, v.keys, runs_root, out_dir / "figures")
+        figures += rd.write(spec, v.records, out_dir)
     except Exception as exc:  # a plotting bug must not lose the tables of a finished sweep
         print(f"warning: figures for {spec.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         figures = []
