@@ -31,6 +31,10 @@ class Check:
     datasets: tuple[str, ...] = ()   # empty: every dataset the ablation ran
     counted: bool = True        # False: shown beside the verdict, not counted (e.g. a trained-on metric)
     ref_metric: str = ""        # set: a paired comparison of `metric` vs `ref_metric` within the same runs
+    # compare loss families at matched rate (bench/rd.py; arm/ref = family names).  A matched check
+    # applies to the ablations that sweep a loss weight (their summary has an "rd" block), the others
+    # to every other ablation of the claim.
+    matched: bool = False
 
 
 EXPECTS = ("higher", "lower", "same", "not_higher", "not_lower")
@@ -54,6 +58,11 @@ def _shown(metric, arm, ref, expect, *datasets):
     return Check(metric, arm, ref, expect, tuple(datasets), counted=False)
 
 
+def _matched(metric, arm, ref, expect, *, counted=True):
+    """``arm``'s family vs ``ref``'s at every matched rate of a loss-weight sweep, paired by seed."""
+    return Check(metric, arm, ref, expect, (), counted, matched=True)
+
+
 def _paired(metric, ref_metric, arm, expect, *, counted=True):
     """``metric`` vs ``ref_metric`` of the same runs of ``arm``: a paired t-test over seeds."""
     return Check(metric, arm, arm, expect, (), counted, ref_metric)
@@ -63,13 +72,19 @@ def _paired(metric, ref_metric, arm, expect, *, counted=True):
 # checks each pattern against the files, so a renamed arm fails a test instead of silently
 # leaving a claim undecided).
 CLAIMS: dict[str, Claim] = {c.id: c for c in [
-    Claim("C1", "SSIM reconstruction loss gives better images than MSE", ("loss", "loss_cpu", "loss_stl10_cpu"),
+    Claim("C1", "SSIM reconstruction loss gives better images than MSE",
+          ("loss", "rd_cpu", "loss_cpu", "loss_stl10_cpu"),
           (_check("kid_samples", "ssim", "mse", "lower"), _check("st_lpips", "ssim", "mse", "lower"),
            _check("lpips", "ssim", "mse", "lower"), _check("recon_chroma_error", "ssim", "mse", "lower"),
-           _shown("recon_ssim", "ssim", "mse", "higher"), _shown("fid_samples", "ssim", "mse", "lower")),
+           _shown("recon_ssim", "ssim", "mse", "higher"), _shown("fid_samples", "ssim", "mse", "lower"),
+           _matched("st_lpips", "ssim", "mse", "lower"), _matched("kid_samples", "ssim", "mse", "lower"),
+           _matched("recon_ssim", "ssim", "mse", "higher", counted=False),
+           _matched("recon_mse", "ssim", "mse", "lower", counted=False)),
           "independent evidence only: KID (unbiased at small n), ST-LPIPS / LPIPS and per-image chroma error. "
           "Recon SSIM is what the SSIM arm is trained on and FID is biased at these n, so both are shown, "
-          "not counted."),
+          "not counted. `rd_cpu` compares the losses at matched rate (test KL; bench/rd.py): one comparison "
+          "per matched rate, each a paired t-interval over seeds; test MSE and SSIM are the two families' "
+          "own objectives there, so they are shown, not counted."),
     Claim("C2", "SSIM makes training more stable and allows a higher learning rate", ("lr",),
           (_check(DIVERGED, "ssim*", "mse*", "lower"),),
           "the lr file sweeps train.lr with a grid block (arms <loss>--train.lr_<value>, values in `swept`); "
@@ -181,6 +196,11 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
     base = summary.get("baseline")
     out: list[Outcome] = []
     for chk in claim.checks:
+        if chk.matched != bool(summary.get("rd")):
+            continue
+        if chk.matched:
+            out += _matched_outcomes(chk, summary)
+            continue
         arm_pat = base if chk.arm == "baseline" and base else chk.arm
         ref_pat = base if chk.ref == "baseline" and base else chk.ref
         a_arms, r_arms = _match(arm_pat, arms), _match(ref_pat, arms)
@@ -217,6 +237,23 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
                                    f"{len(va)} vs {len(vr)}", None))
                 continue
             out.append(_compare(chk, ds, label_a, label_r, va, vr))
+    return out
+
+
+def _matched_outcomes(chk: Check, summary: dict[str, Any]) -> list[Outcome]:
+    """One paired comparison per matched rate (summary["rd"], written by bench.rd.matched_block)."""
+    block = ((summary.get("rd") or {}).get("metrics") or {}).get(chk.metric)
+    ds = ",".join(summary.get("datasets", []))
+    if not block:
+        return [Outcome(chk, ds, chk.arm, chk.ref, "no matched rate measured", math.nan, "0", None)]
+    fam_a, fam_r = block["families"].get(chk.arm, {}), block["families"].get(chk.ref, {})
+    seeds = sorted(fam_a.keys() & fam_r.keys())
+    out = []
+    for i, rate in enumerate(block["rates"]):
+        va, vr = [fam_a[s][i] for s in seeds], [fam_r[s][i] for s in seeds]
+        where = f"{ds} @ KL {rate:.1f} nats"
+        out.append(_compare(chk, where, chk.arm, chk.ref, va, vr, paired=True) if seeds else
+                   Outcome(chk, where, chk.arm, chk.ref, "not measured", math.nan, "0 pairs", None))
     return out
 
 
@@ -322,7 +359,9 @@ def write_claims(results_root: Path) -> Path:
         sec = [f'<a id="{cid.lower()}"></a>\n\n## {cid} — {claim.text}\n',
                f"Tested by ablation(s): {', '.join(f'`{n}`' for n in names)}. Decided by: "
                + ("; ".join((f"`{c.metric}` vs `{c.ref_metric}` of `{c.arm}` (paired by seed) expected {c.expect}"
-                             if c.ref_metric else f"`{c.arm}` vs `{c.ref}` on `{c.metric}` expected {c.expect}")
+                             if c.ref_metric else f"`{c.arm}` vs `{c.ref}` on `{c.metric}` at matched rate "
+                             f"expected {c.expect}" if c.matched else
+                             f"`{c.arm}` vs `{c.ref}` on `{c.metric}` expected {c.expect}")
                             + (f" ({', '.join(c.datasets)})" if c.datasets else "")
                             + ("" if c.counted else " (shown, not counted)") for c in claim.checks)
                   or "no statistical comparison") + "."]

@@ -156,6 +156,23 @@ def figure(records: list[RunRecord], path: Path) -> bool:
     return True
 
 
+def matched_block(spec: AblationSpec, records: list[RunRecord]) -> dict | None:
+    """For summary.json (and the claims read from it): per metric, the matched rates and every
+    (family, seed)'s interpolated value at each of them; None when the file sweeps no loss weight."""
+    weight_key = swept_weight(records)
+    if weight_key is None:
+        return None
+    out = {"weight_key": weight_key, "baseline": family(spec.baseline or records[0].run.arm), "metrics": {}}
+    for key in DISTORTIONS:
+        c = curves(records, key)
+        rates = matched_rates(c)
+        if rates:
+            out["metrics"][key] = {"rates": rates, "families": {
+                fam: {str(seed): [at_rate(p, r) for r in rates] for seed, p in seeds.items()}
+                for fam, seeds in c.items()}}
+    return out
+
+
 def write(spec: AblationSpec, records: list[RunRecord], out_dir: Path) -> list[tuple[str, str]]:
     """rd.md + figures/rd.png when the file sweeps a loss weight; returns the README figure entry."""
     weight_key = swept_weight(records)

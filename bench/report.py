@@ -29,7 +29,8 @@ def write(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root
     except Exception as exc:  # a plotting bug must not lose the tables of a finished sweep
         print(f"warning: figures for {spec.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         figures = []
-    path = tables.write_tables(v, runs_root, out_dir, figures)
+    block = rd.matched_block(spec, v.records)
+    path = tables.write_tables(v, runs_root, out_dir, figures, extra={"rd": block} if block else None)
     tables.write_index(results_root)
     claims.write_claims(results_root)
     return path

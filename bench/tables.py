@@ -521,7 +521,8 @@ def view(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, as_written: b
     return View(spec, records, groups, keys, unavailable, cells_of(spec, groups, keys), facts)
 
 
-def write_tables(v: View, runs_root: Path, out_dir: Path, figures: list[tuple[str, str]]) -> Path:
+def write_tables(v: View, runs_root: Path, out_dir: Path, figures: list[tuple[str, str]],
+                 extra: dict[str, Any] | None = None) -> Path:
     """Write ``out_dir``: table.md/.csv/.tex, the sheets, README.md (tables + ``figures``) and summary.json.
     Called by ``bench.report.write``, which also draws the figures and refreshes the index and CLAIMS.md."""
     spec, records = v.spec, v.records
@@ -539,8 +540,9 @@ def write_tables(v: View, runs_root: Path, out_dir: Path, figures: list[tuple[st
     if figures:
         readme += "\n## Figures\n\n" + "".join(f"**{cap}**\n\n![{cap}]({f})\n\n" for f, cap in figures)
     store.write_text(out_dir / "README.md", readme + sheets)
-    store.write_json(out_dir / SUMMARY, build_summary(spec, records, v.groups, v.keys, v.cells, v.facts,
-                                                      last_update(records, Path(runs_root)), figures))
+    summary = build_summary(spec, records, v.groups, v.keys, v.cells, v.facts, last_update(records, Path(runs_root)),
+                            figures)
+    store.write_json(out_dir / SUMMARY, {**summary, **(extra or {})})     # extra: e.g. the matched-rate block
     return out_dir / "table.md"
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import claims, config, pegasus
+from bench import claims, config, pegasus, rd
+from bench.tables import RunRecord
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if not p.name.startswith("_"))
@@ -23,6 +24,12 @@ def _pairs():
 @pytest.mark.parametrize("path,spec,chk", list(_pairs()))
 def test_every_check_resolves_to_arms_of_every_file_listing_the_claim(path, spec, chk):
     arms = list(spec.arms)
+    sweeps_weight = bool(rd.swept_weight([RunRecord(r, "done", None) for r in config.expand(spec)]))
+    if chk.matched != sweeps_weight:
+        pytest.skip(f"{path.name}: {'matched-rate' if chk.matched else 'per-arm'} checks apply to "
+                    f"{'loss-weight sweeps' if chk.matched else 'files without a loss-weight sweep'}")
+    if chk.matched:       # loss families of a loss-weight sweep: arm names before the grid suffix
+        arms = sorted({rd.family(a) for a in arms})
     arm = spec.baseline_arm() if chk.arm == "baseline" else chk.arm
     ref = spec.baseline_arm() if chk.ref == "baseline" else chk.ref
     if chk.datasets and not set(chk.datasets) & set(spec.datasets):
@@ -99,3 +106,19 @@ def test_c11_rule_is_registered_before_its_runs_and_counts_realism_and_class_mas
     assert ("pegasus_kid_mid_lerp", "pegasus_kid_mid_crossfade", "lower") in counted
     assert ("pegasus_joint_mass_lerp", "pegasus_joint_mass_crossfade", "not_lower") in counted
     assert all(c.ref_metric and c.arm == "baseline" for c in c11.checks)
+
+
+def test_matched_rate_checks_give_one_paired_comparison_per_rate():
+    chk = next(c for c in claims.CLAIMS["C1"].checks if c.matched and c.metric == "st_lpips")
+    fams = {"mse": {"0": [0.30, 0.20], "1": [0.31, 0.21], "2": [0.29, 0.19]},
+            "ssim": {"0": [0.25, 0.20], "1": [0.265, 0.22], "2": [0.238, 0.18]}}
+    summary = {"ablation": "rd_cpu", "datasets": ["cifar10"], "groups": [], "baseline": "mse--x",
+               "rd": {"metrics": {"st_lpips": {"rates": [10.0, 100.0], "families": fams}}}}
+    outs = [o for o in claims.evaluate(claims.CLAIMS["C1"], summary) if o.check is chk]
+    assert [o.dataset for o in outs] == ["cifar10 @ KL 10.0 nats", "cifar10 @ KL 100.0 nats"]
+    assert outs[0].score == 1 and outs[0].n == "3 paired"          # -0.050, -0.045, -0.052
+    assert outs[1].score == 0                                        # differences 0, +0.01, -0.01
+    # the per-arm checks do not apply to a loss-weight sweep, the matched-rate ones only to it
+    assert all(o.check.matched for o in claims.evaluate(claims.CLAIMS["C1"], summary))
+    plain = {**summary, "rd": None, "arms": {"mse": {}, "ssim": {}}}
+    assert not any(o.check.matched for o in claims.evaluate(claims.CLAIMS["C1"], plain))
