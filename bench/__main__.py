@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--require", default="", metavar="fid,lpips",
                    help="fail unless these weight-dependent metrics can be computed")
+    p.add_argument("--peak-tflops", type=float, default=None, metavar="T",
+                   help="estimate wall time on a device with this dense peak (e.g. 312 for an A100's bf16)")
+    p.add_argument("--mfu", type=float, default=0.3, help="assumed model-FLOPs utilisation (default 0.3)")
+    p.add_argument("--devices-count", type=_positive_int, default=1, metavar="N",
+                   help="spread the estimate over N devices (default 1)")
     p = sub.add_parser("table", help="(re)write results/<ablation>/ tables from finished runs")
     _add_common(p)
     p = sub.add_parser("score", help="re-score finished runs from their checkpoints (no retraining), "
@@ -124,6 +129,11 @@ def cmd_plan(args) -> int:
         losses = " + ".join(f"{t['weight']:g}*{t['name']}" for t in run.loss)
         print(f"  {run.rel_dir!s:<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
               f"{losses}, {run.train['steps']} steps x {run.train['batch_size']}")
+    if args.cmd == "plan":
+        from bench import estimate
+        if not (getattr(args, "peak_tflops", None) is None or args.peak_tflops > 0) or not 0 < args.mfu <= 1:
+            raise BenchError("--peak-tflops must be > 0 and --mfu in (0, 1]")
+        print(estimate.describe(runs, args.peak_tflops, args.mfu, args.devices_count))
     return 0
 
 
