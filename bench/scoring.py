@@ -272,7 +272,7 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
                                     note="training loop average (shares the machine with whatever ran "
                                          "then; descriptive only)", **c),
         "wall_s": metric(train_result.get("wall_s"), n=1, split="-", device=str(device),
-                         steps=train_result.get("steps")),
+                         steps=train_result.get("steps"), breakdown=train_result.get("breakdown")),
     }
     gen = torch.Generator(device=device).manual_seed(run.seed)
     z = torch.randn(run.eval["batch_size"], model.latent_dim, device=device, generator=gen)

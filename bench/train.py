@@ -36,6 +36,9 @@ class TrainResult:
     train_images_per_s: float | None = None
     wall_s: float = 0.0
     resumed_from: int = 0
+    # where the wall time went (s): data (load + put on the device), setup (model, optimiser, resume),
+    # steps (the optimisation loop itself), ckpt (writing checkpoints), val (TensorBoard validation)
+    breakdown: dict[str, float] | None = None
 
 
 def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.device | None = None) -> TrainResult:
@@ -50,6 +53,8 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     train_set = data_mod.load(dspec, "train")
     batches = data_mod.Batches(train_set.images, cfg["batch_size"], seed=run.seed, device=device,
                                hflip=dspec.hflip)
+
+    spent = {"data_s": time.perf_counter() - t_start, "setup_s": 0.0, "steps_s": 0.0, "ckpt_s": 0.0, "val_s": 0.0}
 
     # -- model, objective, optimiser
     torch.manual_seed(run.seed)
@@ -73,12 +78,21 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
         step = resumed_from = ck["step"]
         _truncate_log(run_dir / store.LOG, step)
 
-    def save_ckpt() -> None:
+    def save_ckpt() -> float:
+        t0 = time.perf_counter()
         store.torch_save(ckpt_path, {"version": CKPT_VERSION, "step": step, "model": model.state_dict(),
                                      "opt": opt.state_dict(), "batches": batches.state_dict(),
                                      "noise": noise.get_state()})
+        dt = time.perf_counter() - t0
+        spent["ckpt_s"] += dt
+        return dt
+
+    def breakdown() -> dict[str, float]:
+        spent["steps_s"] = time.perf_counter() - t_start - sum(v for k, v in spent.items() if k != "steps_s")
+        return {k: round(v, 3) for k, v in spent.items()}
 
     # -- loop
+    spent["setup_s"] = time.perf_counter() - t_start - spent["data_s"]
     live = LiveLog(run_dir, dspec, device=device, seed=run.seed, resumed_from=resumed_from)
     val_every = cfg["val_every"]
     model.train()
@@ -113,7 +127,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                     live.close()
                     return TrainResult("diverged", first, f"non-finite loss ({window[bad[0]].item()}) "
                                        f"at step {first}", _rate(timed_images, timed_s),
-                                       time.perf_counter() - t_start, resumed_from)
+                                       time.perf_counter() - t_start, resumed_from, breakdown())
                 now = time.perf_counter()
                 if mark_step != resumed_from:                  # the first window is warm-up
                     timed_images += (step - mark_step) * cfg["batch_size"]
@@ -130,14 +144,16 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                 bar.set_postfix(loss=f"{entry['loss']:.4g}")
             if step % val_every == 0 or step == steps:
                 # not training time: the timed window skips it
-                t_mark += live.validate(step, model, objective, amp=cfg["amp"], batch_size=cfg["batch_size"])
+                dt = live.validate(step, model, objective, amp=cfg["amp"], batch_size=cfg["batch_size"])
+                spent["val_s"] += dt
+                t_mark += dt
             if step % cfg["ckpt_every"] == 0 and step < steps:
-                save_ckpt()
+                t_mark += save_ckpt()
     save_ckpt()
     bar.close()
     live.close()
     return TrainResult("done", step, None, _rate(timed_images, timed_s), time.perf_counter() - t_start,
-                       resumed_from)
+                       resumed_from, breakdown())
 
 
 def _rate(images: int, seconds: float) -> float | None:

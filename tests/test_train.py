@@ -47,6 +47,10 @@ def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
         assert (d / f).exists(), f
     doc = store.read_json(d / "metrics.json")
     assert doc["status"] == "done" and doc["train"]["steps"] == 8
+    parts = doc["train"]["breakdown"]          # where the training wall time went
+    assert set(parts) == {"data_s", "setup_s", "steps_s", "ckpt_s", "val_s"} and min(parts.values()) >= 0
+    assert sum(parts.values()) == pytest.approx(doc["train"]["wall_s"], abs=0.01)
+    assert doc["metrics"]["wall_s"]["breakdown"] == parts
     m = doc["metrics"]
     assert 0 < m["recon_mse"]["value"] < 1 and -1 <= m["recon_ssim"]["value"] <= 1
     assert m["recon_ssim"]["n"] == 40 and m["recon_ssim"]["split"] == "test"
