@@ -41,9 +41,10 @@ from bench.evalsets import EvalSets, eval_sets
 from bench.metrics import cost, quality
 from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
-from bench.runtime import autocast, load_run_model, resolve_device
+from bench.runtime import load_run_model, resolve_device
 from bench.sheets import interleave_rows, save_grid
 from bench.subsets import kid_subset_size
+from bench.train import make_optimizer, train_step
 from losses import Objective
 from models.conv import count_params
 
@@ -300,7 +301,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     """(images/s, peak CUDA MiB or None) of one training step on a copy of the model."""
     m = copy.deepcopy(model).train()
     objective = Objective.from_config(run.loss).to(device)
-    opt = torch.optim.Adam(m.parameters(), lr=run.train["lr"], fused=device.type == "cuda" or None)
+    opt = make_optimizer(m, run.train, device)
     bs = run.train["batch_size"]
     reps = -(-bs // len(sets.test))
     x = data_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
@@ -308,13 +309,9 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
         x = x.contiguous(memory_format=torch.channels_last)
     g = torch.Generator(device=device).manual_seed(run.seed)
 
-    def step(batch):
-        with torch.enable_grad(), autocast(device, run.train["amp"]):
-            out = m(batch, generator=g)
-            total, _ = objective(batch, out, m, run.train["steps"])
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+    def step(batch):              # the trainer's own step (bench.train.train_step)
+        with torch.enable_grad():
+            train_step(m, m, objective, opt, batch, g, run.train["steps"], run.train, device)
 
     ips = cost.throughput(step, x, device=device, warmup=COST_WARMUP, repeats=COST_REPEATS)
     peak = cost.peak_memory_mb(lambda: step(x), device)

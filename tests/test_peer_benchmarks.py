@@ -1,0 +1,139 @@
+"""The suite's trainer side by side with a plain PyTorch loop and with pythae's trainer
+(`pytest --benchmark -k peers -s`; plain `pytest` skips it).
+
+Same network (the paper's model: kernel 4, stride 2, fc heads; latent 128 at 32 px, 1024 at 96 px),
+same resident batch, same loss (summed MSE + analytic KL), same Adam, on this device:
+
+* ``trainer``       — ``bench.train.train_step``, the function the training loop calls;
+* ``plain``         — a hand-written step, NCHW;
+* ``plain_cl``      — the same, channels_last;
+* ``pythae``        — pythae 0.1.2's ``BaseTrainer.train_step`` (one epoch of 8 batches through its
+  DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise).
+
+Images/s is the median of repeated timed calls (``bench.metrics.cost.throughput``); MFU uses the
+device's measured matmul peak.  Targets (issue: training at the speed of the hardware): trainer >= 1.0x
+the best plain loop, >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
+the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import TrainSpec
+from bench.metrics import cost
+from bench.train import make_optimizer, train_step
+from losses import Objective
+from models import MODELS
+
+pytestmark = pytest.mark.benchmark
+
+LOSS = [{"name": "kl", "weight": 1.0}, {"name": "mse", "weight": 1.0}]
+CPU = torch.device("cpu")
+
+
+def _model(image_size: int, channels_last: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = MODELS.build("paper", {"image_size": image_size}).train()
+    return m.to(memory_format=torch.channels_last) if channels_last else m
+
+
+def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
+    m = _model(image_size, channels_last)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step(batch):
+        out = m(batch, generator=g)
+        rec = (out.recon - batch).pow(2).flatten(1).sum(1).mean()
+        kl = 0.5 * (out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        (rec + kl).backward()
+        opt.step()
+    return step, x
+
+
+def _trainer(image_size: int):
+    cfg = TrainSpec().model_dump()
+    m = _model(image_size)
+    objective = Objective.from_config(LOSS)
+    opt = make_optimizer(m, cfg, CPU)
+    g = torch.Generator().manual_seed(0)
+    return lambda batch: train_step(m, m, objective, opt, batch, g, 0, cfg, CPU)
+
+
+def _pythae(image_size: int, x: torch.Tensor, tmp_path):
+    """pythae's trainer on the same network: images/s of one epoch of 8 batches (after a warm-up epoch)."""
+    pythae = pytest.importorskip("pythae", reason="pythae not installed (pip install -e '.[peers]')")
+    from pythae.data.datasets import BaseDataset
+    from pythae.models import VAE, VAEConfig
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    net = _model(image_size)
+
+    class Enc(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp):
+            mu, logvar = self.net.encode(inp)
+            return ModelOutput(embedding=mu, log_covariance=logvar)
+
+    class Dec(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=self.net.decode(z))
+
+    config = VAEConfig(input_dim=(3, image_size, image_size), latent_dim=net.latent_dim, reconstruction_loss="mse")
+    model = VAE(config, encoder=Enc(), decoder=Dec())
+    batch = len(x)
+    data = x.repeat(8, 1, 1, 1)
+    tc = BaseTrainerConfig(output_dir=str(tmp_path), per_device_train_batch_size=batch, num_epochs=1,
+                           learning_rate=1e-3, no_cuda=True, train_dataloader_num_workers=0)
+    trainer = BaseTrainer(model, BaseDataset(data, torch.zeros(len(data))), training_config=tc)
+    trainer.prepare_training()          # optimiser, output folder, callbacks (as BaseTrainer.train does)
+    return lambda _batch: trainer.train_step(epoch=1), len(data), getattr(pythae, "__version__", "0.1.2")
+
+
+@pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
+def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, batch):
+    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    ips = {}
+    trainer = _trainer(image_size)
+    ips["trainer"] = cost.throughput(trainer, x, device=CPU)
+    for name, cl in (("plain", False), ("plain_cl", True)):
+        step, xb = _plain(image_size, x, cl)
+        ips[name] = cost.throughput(step, xb, device=CPU)
+    try:
+        step, n, _ = _pythae(image_size, x, tmp_path)
+        ips["pythae"] = cost.throughput(step, None, device=CPU, warmup=1, repeats=3, batch_size=n)
+    except pytest.skip.Exception as exc:
+        benchmark.extra_info["pythae"] = f"skipped: {exc}"
+    benchmark.pedantic(trainer, args=(x,), rounds=3, iterations=1)      # pytest-benchmark's own record
+
+    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    peak = cost.device_matmul_peak(CPU)
+    best_plain = max(ips["plain"], ips["plain_cl"])
+    info = {f"{k}_images_per_s": round(v, 1) for k, v in ips.items()}
+    info["trainer_vs_best_plain"] = round(ips["trainer"] / best_plain, 3)
+    info["trainer_vs_best_plain_target_met"] = ips["trainer"] >= best_plain
+    if "pythae" in ips:
+        info["trainer_vs_pythae"] = round(ips["trainer"] / ips["pythae"], 3)
+        info["trainer_vs_pythae_target_met"] = ips["trainer"] >= 1.5 * ips["pythae"]
+    mfu = {k: cost.mfu(flops, v, peak) for k, v in ips.items()}
+    info.update({f"{k}_mfu": round(v, 3) for k, v in mfu.items()})
+    info["matmul_peak_gflops"] = round(peak / 1e9, 1)
+    benchmark.extra_info.update(info)
+    print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
+                                                        for k, v in ips.items())
+          + f"; trainer / best plain {info['trainer_vs_best_plain']:.2f}"
+          + (f", trainer / pythae {info['trainer_vs_pythae']:.2f}" if "pythae" in ips else ""))
+    assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
