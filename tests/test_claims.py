@@ -13,35 +13,53 @@ ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if not p.name.startswith("_"))
 
 
+def _swept(spec) -> dict[str, dict]:
+    return {run.arm: dict(run.swept) for run in config.expand(spec)}
+
+
+def _has_rd(spec) -> bool:
+    return bool(rd.swept_weight([RunRecord(r, "done", None) for r in config.expand(spec)]))
+
+
 def _pairs():
+    """(file, check) for every check that applies to the file (test_every_check_applies_... below
+    makes sure no check is left out everywhere)."""
     for path in FILES:
         spec = config.load(path)
         for cid in spec.claims:
             for chk in claims.CLAIMS[cid].checks:
-                yield pytest.param(path, spec, chk, id=f"{path.stem}-{cid}-{chk.metric}-{chk.arm}")
+                if claims.applies(chk, _swept(spec), _has_rd(spec)):
+                    at = "".join(f"@{v:g}" for _, v in chk.at if isinstance(v, float))
+                    yield pytest.param(path, spec, chk, id=f"{path.stem}-{cid}-{chk.metric}-{chk.arm}{at}")
 
 
 @pytest.mark.parametrize("path,spec,chk", list(_pairs()))
 def test_every_check_resolves_to_arms_of_every_file_listing_the_claim(path, spec, chk):
+    swept = _swept(spec)
     arms = list(spec.arms)
-    sweeps_weight = bool(rd.swept_weight([RunRecord(r, "done", None) for r in config.expand(spec)]))
-    if chk.matched != sweeps_weight:
-        pytest.skip(f"{path.name}: {'matched-rate' if chk.matched else 'per-arm'} checks apply to "
-                    f"{'loss-weight sweeps' if chk.matched else 'files without a loss-weight sweep'}")
     if chk.matched:       # loss families of a loss-weight sweep: arm names before the grid suffix
         arms = sorted({rd.family(a) for a in arms})
+        swept = {a: {} for a in arms}
     arm = spec.baseline_arm() if chk.arm == "baseline" else chk.arm
     ref = spec.baseline_arm() if chk.ref == "baseline" else chk.ref
     if chk.datasets and not set(chk.datasets) & set(spec.datasets):
         pytest.skip(f"{path.name} does not run {chk.datasets}")
-    assert claims._match(arm, arms), f"{path.name}: no arm matches {chk.arm!r} (arms: {arms})"
-    assert claims._match(ref, arms), f"{path.name}: no arm matches {ref!r} (arms: {arms})"
+    assert claims.select(arm, chk.at, swept), f"{path.name}: no arm matches {chk.arm!r} {chk.at} (arms: {arms})"
+    assert claims.select(ref, chk.ref_at, swept), f"{path.name}: no arm matches {ref!r} {chk.ref_at} (arms: {arms})"
     assert chk.expect in claims.EXPECTS, chk.expect
     known = set(claims.CATALOGUE) | set(pegasus.metric_keys()) | {claims.DIVERGED}
     for key in filter(None, (chk.metric, chk.ref_metric)):
         assert key in known, key
         if key.startswith("pegasus_"):      # only measured when the file asks for the interpolation pass
             assert all(run.eval.get("pegasus") for run in config.expand(spec)), f"{path.name}: eval.pegasus unset"
+
+
+@pytest.mark.parametrize("cid", list(claims.CLAIMS))
+def test_every_check_applies_to_some_file_of_its_claim(cid):
+    """A registered comparison that no file of the claim can evaluate would never fire."""
+    specs = [config.load(ABLATIONS / f"{n}.yaml") for n in claims.CLAIMS[cid].ablations]
+    for chk in claims.CLAIMS[cid].checks:
+        assert any(claims.applies(chk, _swept(s), _has_rd(s)) for s in specs), claims.describe(chk)
 
 
 @pytest.mark.parametrize("cid", list(claims.CLAIMS))
@@ -122,3 +140,44 @@ def test_matched_rate_checks_give_one_paired_comparison_per_rate():
     assert all(o.check.matched for o in claims.evaluate(claims.CLAIMS["C1"], summary))
     plain = {**summary, "rd": None, "arms": {"mse": {}, "ssim": {}}}
     assert not any(o.check.matched for o in claims.evaluate(claims.CLAIMS["C1"], plain))
+
+
+def _grid_summary(values: dict[float, list[float]], metric: str) -> dict:
+    """A colour-weight sweep: arm ssim_colour--loss.colour.weight_<w>, one metric over 3 seeds."""
+    arms, groups = {}, []
+    for w, vals in values.items():
+        name = f"ssim_colour--{claims.COLOUR_W}_{w:g}"
+        arms[name] = {"swept": {claims.COLOUR_W: w}}
+        groups.append({"arm": name, "dataset": "cifar10", "counts": {"done": 3},
+                       "metrics": {metric: {"values": vals, "seeds": [0, 1, 2]}}})
+    return {"arms": arms, "baseline": next(iter(arms)), "datasets": ["cifar10"], "groups": groups,
+            "rd": {"metrics": {}}}
+
+
+def test_checks_at_grid_values_read_the_swept_values_not_the_names():
+    s = _grid_summary({0.0: [14.0, 14.2, 13.9], 1.0: [12.0, 12.1, 11.9], 10.0: [10.0, 10.2, 9.9],
+                       100.0: [14.1, 14.0, 14.3]}, "recon_chroma_error")
+    outs = [o for o in claims.evaluate(claims.CLAIMS["C3"], s) if o.check.metric == "recon_chroma_error"]
+    # the plain ssim_colour-vs-ssim checks do not apply to a colour-weight sweep; one check per weight does
+    assert [(o.arm, o.ref) for o in outs] == [
+        (f"ssim_colour--{claims.COLOUR_W}_{w}", f"ssim_colour--{claims.COLOUR_W}_0") for w in ("1", "10", "100")]
+    w1, w10, w100 = outs
+    assert w1.score == 1 and w1.effect.startswith("-2.0")
+    assert w10.score is None and w100.score is None          # dose-response: shown, not counted
+    # the value is read from `swept`, not parsed from the name; a value not in the grid matches nothing
+    swept = {"ssim_colour--w1": {claims.COLOUR_W: 1}, "ssim_colour--w0": {claims.COLOUR_W: 0.0}}
+    assert claims.select("ssim_colour", ((claims.COLOUR_W, 1.0),), swept) == ["ssim_colour--w1"]
+    assert claims.select("ssim_colour", ((claims.COLOUR_W, 3.0),), swept) == []
+    assert claims.select("ssim", ((claims.COLOUR_W, 1.0),), swept) == []
+
+
+def test_reading_names_what_agreed_what_disagreed_and_what_was_noise():
+    s = _grid_summary({0.0: [14.0, 14.2, 13.9], 1.0: [15.0, 15.1, 14.9]}, "recon_chroma_error")
+    outs = claims.evaluate(claims.CLAIMS["C3"], s)
+    v = claims.verdict(outs)
+    text = claims.reading(claims.CLAIMS["C3"], v, outs, "colour_cpu")
+    assert v == "contradicted"
+    assert text.startswith("The evidence here goes against adding the pooled colour loss to SSIM (`colour_cpu`)")
+    assert "0 of 1 counted comparison agrees" in text
+    assert "1 significantly disagrees (recon_chroma_error (cifar10))" in text
+    assert claims.reading(claims.CLAIMS["C3"], "inconclusive", [], "x").startswith("This gives no firm basis")
