@@ -145,7 +145,7 @@ class TrainSpec(_Strict):
     val_every: int = pydantic.Field(500, ge=1)    # held-out loss + sheets in TensorBoard (bench/live.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
-    channels_last: pydantic.StrictBool = True  # CUDA only
+    channels_last: pydantic.StrictBool = True  # memory format of weights and batches (bench/runtime.py)
     compile: pydantic.StrictBool = False       # torch.compile the model
 
 

@@ -1,7 +1,10 @@
 """Device and model construction shared by training, scoring and the CLI.
 
-Device-agnostic by construction: CUDA-only features (bf16 autocast, channels_last) are switched on
-only when the device is CUDA, so the same code path runs (and is tested) on the CPU.
+Device-agnostic by construction: CUDA-only features (bf16 autocast, fused Adam) are switched on
+only when the device is CUDA, so the same code path runs (and is tested) on the CPU.  The memory
+format is chosen per run (``train.channels_last``, default on): channels_last is the faster
+layout for these convs on CUDA (tensor cores) and, measured with ``pytest --benchmark -k peers``,
+on this project's reference CPU too (oneDNN); it changes float summation order, not the math.
 """
 from __future__ import annotations
 
@@ -23,13 +26,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def memory_format(run: RunSpec) -> torch.memory_format:
+    """The layout of the run's model weights and image batches (every device)."""
+    return torch.channels_last if run.train["channels_last"] else torch.contiguous_format
+
+
 def build_model(run: RunSpec, device: torch.device) -> torch.nn.Module:
-    """The run's model on ``device`` (channels_last on CUDA when the run asks for it)."""
+    """The run's model on ``device`` in the run's memory format."""
     args = {k: v for k, v in run.model.items() if k != "name"}
-    model = MODELS.build(run.model["name"], args).to(device)
-    if device.type == "cuda" and run.train["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return MODELS.build(run.model["name"], args).to(device).to(memory_format=memory_format(run))
 
 
 def autocast(device: torch.device, enabled: bool):

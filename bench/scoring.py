@@ -41,7 +41,7 @@ from bench.evalsets import EvalSets, eval_sets
 from bench.metrics import cost, quality
 from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
-from bench.runtime import load_run_model, resolve_device
+from bench.runtime import load_run_model, memory_format, resolve_device
 from bench.sheets import interleave_rows, save_grid
 from bench.subsets import kid_subset_size
 from bench.train import make_optimizer, train_step
@@ -305,8 +305,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     bs = run.train["batch_size"]
     reps = -(-bs // len(sets.test))
     x = data_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
-    if device.type == "cuda" and run.train["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=memory_format(run))
     g = torch.Generator(device=device).manual_seed(run.seed)
 
     def step(batch):              # the trainer's own step (bench.train.train_step)

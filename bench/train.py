@@ -22,7 +22,7 @@ from bench import data as data_mod
 from bench import store
 from bench.config import RunSpec
 from bench.live import LiveLog
-from bench.runtime import autocast, build_model, resolve_device
+from bench.runtime import autocast, build_model, memory_format, resolve_device
 from losses import Objective
 
 CKPT_VERSION = 1
@@ -63,6 +63,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     opt = make_optimizer(model, cfg, device)
     noise = torch.Generator(device=device).manual_seed(run.seed + 1)
     step_fn = torch.compile(model) if cfg["compile"] else model
+    fmt = memory_format(run)
 
     # -- resume
     step, resumed_from = 0, 0
@@ -101,7 +102,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     bar = _progress(progress, steps, step, f"{run.arm}/{run.dataset}/s{run.seed}")
     with open(run_dir / store.LOG, "a") as log:
         while step < steps:
-            x = batches.next()                                 # (B, 3, H, W) float in [0, 1]
+            x = batches.next().contiguous(memory_format=fmt)  # (B, 3, H, W) float in [0, 1]
             total, terms = train_step(model, step_fn, objective, opt, x, noise, step, cfg, device)
             losses[step % log_every] = total.detach().float()
             for k, v in terms.items():

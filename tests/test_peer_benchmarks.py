@@ -4,18 +4,24 @@
 Same network (the paper's model: kernel 4, stride 2, fc heads; latent 128 at 32 px, 1024 at 96 px),
 same resident batch, same loss (summed MSE + analytic KL), same Adam, on this device:
 
-* ``trainer``       — ``bench.train.train_step``, the function the training loop calls;
+* ``trainer``       — ``bench.train.train_step``, the function the training loop calls, with a
+  run's default settings (channels_last model and batches);
+* ``trainer_nchw``  — the same with ``train.channels_last: false``;
+* ``trainer_compile`` — the same with ``train.compile: true`` (torch.compile, compiled before timing);
 * ``plain``         — a hand-written step, NCHW;
 * ``plain_cl``      — the same, channels_last;
 * ``pythae``        — pythae 0.1.2's ``BaseTrainer.train_step`` (one epoch of 8 batches through its
   DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise).
 
-Images/s is the median of repeated timed calls (``bench.metrics.cost.throughput``); MFU uses the
+Images/s is the median over interleaved rounds of the median of timed calls
+(``bench.metrics.cost.throughput``), so a slow spell of a shared machine hits every variant; MFU uses the
 device's measured matmul peak.  Targets (issue: training at the speed of the hardware): trainer >= 1.0x
 the best plain loop, >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
 """
 from __future__ import annotations
+
+import statistics
 
 import pytest
 import torch
@@ -27,6 +33,8 @@ from losses import Objective
 from models import MODELS
 
 pytestmark = pytest.mark.benchmark
+MFU_TARGET = {32: 0.55, 96: 0.60}      # the issue's targets for the paper model on a CPU
+ROUNDS = 5      # interleaved rounds per variant; images/s is the median over them
 
 LOSS = [{"name": "kl", "weight": 1.0}, {"name": "mse", "weight": 1.0}]
 CPU = torch.device("cpu")
@@ -55,13 +63,19 @@ def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
     return step, x
 
 
-def _trainer(image_size: int):
-    cfg = TrainSpec().model_dump()
-    m = _model(image_size)
+def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
+    """The trainer's step as a run with these train settings takes it (model and batch in the run's
+    memory format, torch.compile when asked)."""
+    cfg = TrainSpec(**cfg_overrides).model_dump()
+    fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+    m = _model(image_size).to(memory_format=fmt)
     objective = Objective.from_config(LOSS)
     opt = make_optimizer(m, cfg, CPU)
     g = torch.Generator().manual_seed(0)
-    return lambda batch: train_step(m, m, objective, opt, batch, g, 0, cfg, CPU)
+    step_fn = torch.compile(m) if cfg["compile"] else m
+    def step(batch):
+        return train_step(m, step_fn, objective, opt, batch, g, 0, cfg, CPU)
+    return step, x.contiguous(memory_format=fmt)
 
 
 def _pythae(image_size: int, x: torch.Tensor, tmp_path):
@@ -106,18 +120,24 @@ def _pythae(image_size: int, x: torch.Tensor, tmp_path):
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
 def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, batch):
     x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    ips = {}
-    trainer = _trainer(image_size)
-    ips["trainer"] = cost.throughput(trainer, x, device=CPU)
-    for name, cl in (("plain", False), ("plain_cl", True)):
-        step, xb = _plain(image_size, x, cl)
-        ips[name] = cost.throughput(step, xb, device=CPU)
+    steps = {"trainer": _trainer(image_size, x),                                  # the defaults a run uses
+             "trainer_nchw": _trainer(image_size, x, channels_last=False),
+             "trainer_compile": _trainer(image_size, x, compile=True),
+             "plain": _plain(image_size, x, False), "plain_cl": _plain(image_size, x, True)}
+    for fn, xb in steps.values():          # compile (tens of seconds on a CPU) and warm up outside the timing
+        fn(xb)
+    rounds: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(ROUNDS):                 # interleaved, so a slow spell of the machine hits every variant
+        for name, (fn, xb) in steps.items():
+            rounds[name].append(cost.throughput(fn, xb, device=CPU, repeats=5))
+    ips = {k: statistics.median(v) for k, v in rounds.items()}
     try:
         step, n, _ = _pythae(image_size, x, tmp_path)
         ips["pythae"] = cost.throughput(step, None, device=CPU, warmup=1, repeats=3, batch_size=n)
     except pytest.skip.Exception as exc:
         benchmark.extra_info["pythae"] = f"skipped: {exc}"
-    benchmark.pedantic(trainer, args=(x,), rounds=3, iterations=1)      # pytest-benchmark's own record
+    trainer, xt = steps["trainer"]
+    benchmark.pedantic(trainer, args=(xt,), rounds=3, iterations=1)      # pytest-benchmark's own record
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     peak = cost.device_matmul_peak(CPU)
@@ -131,6 +151,7 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, 
     mfu = {k: cost.mfu(flops, v, peak) for k, v in ips.items()}
     info.update({f"{k}_mfu": round(v, 3) for k, v in mfu.items()})
     info["matmul_peak_gflops"] = round(peak / 1e9, 1)
+    info["trainer_mfu_target_met"] = mfu["trainer"] >= MFU_TARGET[image_size]
     benchmark.extra_info.update(info)
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
