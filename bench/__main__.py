@@ -126,9 +126,9 @@ def cmd_plan(args) -> int:
         state = "done" if store.is_finished(args.runs_dir / run.rel_dir) else \
             ("partial" if (args.runs_dir / run.rel_dir / store.CKPT).exists() else "todo")
         params = built[(str(run.model), str(run.loss))]
-        losses = " + ".join(f"{t['weight']:g}*{t['name']}" for t in run.loss)
+        losses = " + ".join(f"{t.weight:g}*{t.name}" for t in run.loss)
         print(f"  {run.rel_dir!s:<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
-              f"{losses}, {run.train['steps']} steps x {run.train['batch_size']}")
+              f"{losses}, {run.train.steps} steps x {run.train.batch_size}")
     if args.cmd == "plan":
         from bench import estimate
         if not (getattr(args, "peak_tflops", None) is None or args.peak_tflops > 0) or not 0 < args.mfu <= 1:
@@ -186,11 +186,11 @@ def cmd_run(args) -> int:
     # fail before any training if a dataset is missing (decoded once, then cached)
     checked = set()
     for run in runs:
-        key = str(sorted(run.data.items()))
+        key = str(sorted(run.data.model_dump().items()))
         if key not in checked:
             checked.add(key)
             for role in ("train", "test"):
-                data.load(data.DataSpec(**run.data), role)
+                data.load(run.data, role)
     summary = runners.run_sweep(runs, args.runs_dir, runner=args.runner, jobs=args.jobs, devices=args.devices,
                                 address=args.address, progress=not args.no_progress)
     path = _write_tables(spec, runs, args)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import stats, store
 from bench.grid import SEP
-from bench.metrics import CATALOGUE
+from bench.metrics import CATALOGUE, M
 
 EQUIV_MARGIN = 0.02     # "no difference" claims: |effect| must fit in ±2% of the reference mean
 DIVERGED = "diverged"   # pseudo-metric: fraction of runs that diverged (Fisher exact test)
@@ -80,8 +80,8 @@ def _paired(metric, ref_metric, arm, expect, *, counted=True):
 
 
 COLOUR_W = "loss.colour.weight"     # the colour_cpu grid key
-C3_COLOUR = (("recon_chroma_error", "lower"), ("recon_saturation_ratio", "higher"),
-             ("sample_saturation_ratio", "higher"), ("sample_colour_dist", "lower"))
+C3_COLOUR = ((M.RECON_CHROMA_ERROR, "lower"), (M.RECON_SATURATION_RATIO, "higher"),
+             (M.SAMPLE_SATURATION_RATIO, "higher"), (M.SAMPLE_COLOUR_DIST, "lower"))
 
 # Arm names below must exist in every ablation file that lists the claim (tests/test_claims.py
 # checks each pattern against the files, so a renamed arm fails a test instead of silently
@@ -89,12 +89,12 @@ C3_COLOUR = (("recon_chroma_error", "lower"), ("recon_saturation_ratio", "higher
 CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("C1", "SSIM reconstruction loss gives better images than MSE",
           ("loss", "rd_cpu", "loss_cpu", "loss_stl10_cpu"),
-          (_check("kid_samples", "ssim", "mse", "lower"), _check("st_lpips", "ssim", "mse", "lower"),
-           _check("lpips", "ssim", "mse", "lower"), _check("recon_chroma_error", "ssim", "mse", "lower"),
-           _shown("recon_ssim", "ssim", "mse", "higher"), _shown("fid_samples", "ssim", "mse", "lower"),
-           _matched("st_lpips", "ssim", "mse", "lower"), _matched("kid_samples", "ssim", "mse", "lower"),
-           _matched("recon_ssim", "ssim", "mse", "higher", counted=False),
-           _matched("recon_mse", "ssim", "mse", "lower", counted=False)),
+          (_check(M.KID_SAMPLES, "ssim", "mse", "lower"), _check(M.ST_LPIPS, "ssim", "mse", "lower"),
+           _check(M.LPIPS, "ssim", "mse", "lower"), _check(M.RECON_CHROMA_ERROR, "ssim", "mse", "lower"),
+           _shown(M.RECON_SSIM, "ssim", "mse", "higher"), _shown(M.FID_SAMPLES, "ssim", "mse", "lower"),
+           _matched(M.ST_LPIPS, "ssim", "mse", "lower"), _matched(M.KID_SAMPLES, "ssim", "mse", "lower"),
+           _matched(M.RECON_SSIM, "ssim", "mse", "higher", counted=False),
+           _matched(M.RECON_MSE, "ssim", "mse", "lower", counted=False)),
           "independent evidence only: KID (unbiased at small n), ST-LPIPS / LPIPS and per-image chroma error. "
           "Recon SSIM is what the SSIM arm is trained on and FID is biased at these n, so both are shown, "
           "not counted. `rd_cpu` compares the losses at matched rate (test KL; bench/rd.py): one comparison "
@@ -103,8 +103,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           choice="SSIM instead of MSE as the reconstruction loss"),
     Claim("C2", "SSIM makes training more stable and allows a higher learning rate", ("lr", "lr_cpu"),
           (_check(DIVERGED, "ssim*", "mse*", "lower"),
-           _at("kid_samples", "ssim", "ssim", "not_higher", {"train.lr": 0.03}, {"train.lr": 0.001}, counted=False),
-           _at("kid_samples", "mse", "mse", "not_higher", {"train.lr": 0.03}, {"train.lr": 0.001}, counted=False)),
+           _at(M.KID_SAMPLES, "ssim", "ssim", "not_higher", {"train.lr": 0.03}, {"train.lr": 0.001}, counted=False),
+           _at(M.KID_SAMPLES, "mse", "mse", "not_higher", {"train.lr": 0.03}, {"train.lr": 0.001}, counted=False)),
           "the lr files sweep train.lr with a grid block (arms <loss>--train.lr_<value>, values in `swept`); "
           "the divergence rate is pooled over all learning rates (Fisher). Final quality vs lr is in each "
           "file's table; sample KID at lr 0.03 against the same loss at 0.001 is shown for each loss, not "
@@ -114,10 +114,10 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("C3", "The pooled colour loss fixes SSIM's colour accuracy",
           ("loss", "colour_cpu", "loss_cpu", "loss_stl10_cpu"),
           (*(_check(m, "ssim_colour", "ssim", e) for m, e in C3_COLOUR),
-           _shown("recon_colour_error", "ssim_colour", "ssim", "lower"),
+           _shown(M.RECON_COLOUR_ERROR, "ssim_colour", "ssim", "lower"),
            *(_at(m, "ssim_colour", "ssim_colour", e, {COLOUR_W: 1.0}, {COLOUR_W: 0.0})
              for m, e in C3_COLOUR),
-           _at("recon_colour_error", "ssim_colour", "ssim_colour", "lower", {COLOUR_W: 1.0}, {COLOUR_W: 0.0},
+           _at(M.RECON_COLOUR_ERROR, "ssim_colour", "ssim_colour", "lower", {COLOUR_W: 1.0}, {COLOUR_W: 0.0},
                counted=False),
            *(_at(m, "ssim_colour", "ssim_colour", e, {COLOUR_W: w}, {COLOUR_W: 0.0}, counted=False)
              for w in (10.0, 100.0) for m, e in C3_COLOUR[:2])),
@@ -127,51 +127,51 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           "(dose-response), so the verdict is not a best-of-three.",
           choice="adding the pooled colour loss to SSIM"),
     Claim("C4", "4x4 kernels prevent the artifacts seen with 3x3", ("architecture", "architecture_cpu"),
-          (_check("checkerboard", "kernel3", "baseline", "higher"),
-           _check("spectral_dist", "kernel3", "baseline", "higher")),
+          (_check(M.CHECKERBOARD, "kernel3", "baseline", "higher"),
+           _check(M.SPECTRAL_DIST, "kernel3", "baseline", "higher")),
           "with no padding, kernel 3 also changes the bottleneck (3x3 vs 2x2 at 32 px) and the fc-head size; "
           "the Arms table of each ablation shows both.",
           choice="4x4 rather than 3x3 kernels"),
     Claim("C5", "Max-pool vs stride: minimal quality difference; stride is cheaper",
           ("architecture", "architecture_cpu"),
-          (_check("recon_ssim", "maxpool", "baseline", "same"),
-           _check("train_images_per_s", "maxpool", "baseline", "lower")),
+          (_check(M.RECON_SSIM, "maxpool", "baseline", "same"),
+           _check(M.TRAIN_IMAGES_PER_S, "maxpool", "baseline", "lower")),
           choice="strided convolutions rather than max-pooling"),
     Claim("C6", "ResNet blocks: no significant quality gain and slower training", ("architecture", "architecture_cpu"),
-          (_check("recon_ssim", "resnet", "baseline", "not_higher"),
-           _check("train_images_per_s", "resnet", "baseline", "lower")),
+          (_check(M.RECON_SSIM, "resnet", "baseline", "not_higher"),
+           _check(M.TRAIN_IMAGES_PER_S, "resnet", "baseline", "lower")),
           "a non-superiority claim: a significantly worse ResNet agrees with it (one-sided test).",
           choice="plain conv blocks rather than ResNet blocks"),
     Claim("C7", "Linear (fc) heads beat convolutional heads", ("architecture", "architecture_cpu"),
-          (_check("recon_ssim", "conv_heads", "baseline", "lower"),
-           _check("kid_samples", "conv_heads", "baseline", "higher")),
+          (_check(M.RECON_SSIM, "conv_heads", "baseline", "lower"),
+           _check(M.KID_SAMPLES, "conv_heads", "baseline", "higher")),
           choice="fully connected rather than convolutional latent heads"),
     Claim("C8", "A deep-feature loss from the VAE's own encoder brings no significant change",
           ("loss", "dfc_vgg", "dfc_cpu"),
-          (_check("recon_ssim", "*dfc_self", "ssim_colour", "same"),
-           _check("kid_samples", "*dfc_self", "ssim_colour", "same"),
-           _check("st_lpips", "*dfc_self", "ssim_colour", "same")),
+          (_check(M.RECON_SSIM, "*dfc_self", "ssim_colour", "same"),
+           _check(M.KID_SAMPLES, "*dfc_self", "ssim_colour", "same"),
+           _check(M.ST_LPIPS, "*dfc_self", "ssim_colour", "same")),
           "an equivalence claim: supported only if each difference's 95% interval lies within ±2% of the "
           "reference mean, which 3 seeds rarely resolve (see the detectable effect).",
           choice="leaving out the own-encoder deep-feature loss"),
     Claim("C9", "Latent 1024 is best for STL-10, 128 for CIFAR-10", ("latent", "latent_stl10_cpu"),
-          (_check("kid_samples", "z1024", "z128", "lower", "stl10"),
-           _check("kid_samples", "z128", "z1024", "lower", "cifar10")),
+          (_check(M.KID_SAMPLES, "z1024", "z128", "lower", "stl10"),
+           _check(M.KID_SAMPLES, "z128", "z1024", "lower", "cifar10")),
           "latent arms are named z<dim>.",
           choice="latent 1024 for STL-10 and 128 for CIFAR-10"),
     Claim("C10", "Training on horse+bird only over-fits; the full dataset is better", ("subset", "subset_stl10_cpu"),
-          (_check("recon_gap", "horse_bird", "full", "higher"), _check("kid_samples", "horse_bird", "full", "higher")),
+          (_check(M.RECON_GAP, "horse_bird", "full", "higher"), _check(M.KID_SAMPLES, "horse_bird", "full", "higher")),
           "both arms are scored on the same held-out horse + bird images (eval.classes).",
           choice="training on all classes rather than on horse + bird only"),
     Claim("C11", "Latent interpolation produces hybrid (winged-horse) images",
           ("subset_stl10_cpu", "latent_stl10_cpu"),
-          (_paired("pegasus_kid_mid_lerp", "pegasus_kid_mid_crossfade", "baseline", "lower"),
-           _paired("pegasus_sharpness_lerp", "pegasus_sharpness_crossfade", "baseline", "higher"),
-           _paired("pegasus_joint_mass_lerp", "pegasus_joint_mass_crossfade", "baseline", "not_lower"),
-           _paired("pegasus_hybrid_lerp", "pegasus_hybrid_crossfade", "baseline", "not_lower"),
+          (_paired(M.PEGASUS_KID_MID_LERP, "pegasus_kid_mid_crossfade", "baseline", "lower"),
+           _paired(M.PEGASUS_SHARPNESS_LERP, "pegasus_sharpness_crossfade", "baseline", "higher"),
+           _paired(M.PEGASUS_JOINT_MASS_LERP, "pegasus_joint_mass_crossfade", "baseline", "not_lower"),
+           _paired(M.PEGASUS_HYBRID_LERP, "pegasus_hybrid_crossfade", "baseline", "not_lower"),
            _paired("pegasus_kid_mid_slerp", "pegasus_kid_mid_crossfade", "baseline", "lower", counted=False),
-           _paired("pegasus_ppl_lerp", "pegasus_ppl_crossfade", "baseline", "lower", counted=False),
-           _paired("pegasus_max_step_lerp", "pegasus_max_step_crossfade", "baseline", "lower", counted=False)),
+           _paired(M.PEGASUS_PPL_LERP, "pegasus_ppl_crossfade", "baseline", "lower", counted=False),
+           _paired(M.PEGASUS_MAX_STEP_LERP, "pegasus_max_step_crossfade", "baseline", "lower", counted=False)),
           "the paper's model (the baseline arm: SSIM + colour, latent 1024, all ten STL-10 classes) walked "
           "horse -> bird between the same 16 held-out pairs as a pixel cross-fade of the real endpoints "
           "(`eval.pegasus`; `python -m bench interpolate RUN_DIR --from horse --to bird` draws it). Supported "

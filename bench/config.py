@@ -16,9 +16,9 @@ Resolution order for one run (later wins):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ import yaml
 from bench import data as data_mod
 from bench import grid
 from bench.errors import BenchError, ConfigError
-from losses import LOSSES
+from losses import LossEntry, parse_loss
 from models import MODELS
 
 CLAIM_IDS = [f"C{i}" for i in range(1, 12)]
@@ -204,16 +204,16 @@ class AblationSpec(_Strict):
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One fully resolved training run."""
+    """One fully resolved training run: typed parts, validated once by :func:`expand`."""
     ablation: str
     arm: str
     dataset: str
     seed: int
-    model: dict[str, Any]          # {"name": ..., **bound args incl. image_size}
-    loss: list[dict[str, Any]]     # [{"name": ..., "weight": ..., **args}]
-    train: dict[str, Any]
-    eval: dict[str, Any]
-    data: dict[str, Any]
+    model: dict[str, Any]          # {"name": ..., **bound args incl. image_size} (the model registry's signature)
+    loss: tuple[LossEntry, ...]
+    train: TrainSpec
+    eval: EvalSpec
+    data: data_mod.DataSpec        # source arguments completed with their defaults
     hash8: str = field(default="")
     swept: dict[str, Any] = field(default_factory=dict)   # grid values of this arm (bench/grid.py)
 
@@ -221,10 +221,25 @@ class RunSpec:
     def rel_dir(self) -> Path:
         return Path(self.ablation) / self.arm / self.dataset / f"s{self.seed}-{self.hash8}"
 
+    def replace(self, **changes: Any) -> RunSpec:
+        """A copy with some parts changed (``train`` / ``eval`` may be given as a dict of changed keys)."""
+        for key, spec in (("train", self.train), ("eval", self.eval)):
+            if isinstance(changes.get(key), dict):
+                changes[key] = spec.model_copy(update=changes[key])
+        return dataclasses.replace(self, **changes)
+
     def resolved(self) -> dict[str, Any]:
+        """Plain data (config.yaml, metrics.json, the run hash); :meth:`from_resolved` reads it back."""
         return {"ablation": self.ablation, "arm": self.arm, "dataset": self.dataset, "seed": self.seed,
-                "hash8": self.hash8, "model": self.model, "loss": self.loss, "train": self.train,
-                "eval": self.eval, "data": self.data, **({"swept": self.swept} if self.swept else {})}
+                "hash8": self.hash8, "model": self.model, "loss": [e.as_dict() for e in self.loss],
+                "train": self.train.model_dump(), "eval": self.eval.model_dump(),
+                "data": self.data.model_dump(), **({"swept": self.swept} if self.swept else {})}
+
+    @classmethod
+    def from_resolved(cls, doc: dict[str, Any]) -> RunSpec:
+        return cls(doc["ablation"], doc["arm"], doc["dataset"], doc["seed"], dict(doc["model"]),
+                   parse_loss(doc["loss"]), TrainSpec(**doc["train"]), EvalSpec(**doc["eval"]),
+                   data_mod.DataSpec(**doc["data"]), doc.get("hash8", ""), dict(doc.get("swept") or {}))
 
 
 # --------------------------------------------------------------------------- loading
@@ -468,39 +483,23 @@ def expand(spec: AblationSpec) -> list[RunSpec]:
                 raise _RunError(exc.message, *cand_model(key)) from None
             # loss: defaults.loss, or the arm's list wholesale
             loss_from = ("arms", arm_name, "loss") if arm.loss is not None else ("defaults", "loss")
-            loss_raw = arm.loss if arm.loss is not None else spec.defaults.loss
-            losses = []
-            for i, entry in enumerate(loss_raw):
-                entry = dict(entry)
-                lname = entry.pop("name", None)
-                if lname is None:
-                    raise _RunError("loss entry needs a name", loss_from + (i,))
-                weight = entry.pop("weight", 1.0)
-                if not isinstance(weight, (int, float)) or isinstance(weight, bool):
-                    raise _RunError("weight must be a number", loss_from + (i, "weight"))
-                if not math.isfinite(weight) or weight < 0:
-                    raise _RunError(f"weight must be a finite number >= 0 (got {weight})", loss_from + (i, "weight"))
-                try:
-                    largs = LOSSES.bind(lname, entry)
-                except ConfigError as exc:
-                    key = ("name",) if exc.message.startswith("unknown loss") else _split(exc.key)
-                    raise _RunError(exc.message, loss_from + (i,) + key) from None
-                losses.append({"name": lname, "weight": float(weight), **largs})
-            if not losses:
-                raise _RunError("at least one loss term is needed", loss_from)
+            try:
+                losses = parse_loss(arm.loss if arm.loss is not None else spec.defaults.loss)
+            except ConfigError as exc:
+                raise _RunError(exc.message, loss_from + _split(exc.key)[1:]) from None
             train = _validate(TrainSpec, _merge(spec.defaults.train, arm.train),
                               _prefixed(("arms", arm_name, "train"), ("defaults", "train")))
             eval_keys = _prefixed(("arms", arm_name, "eval"), ("defaults", "eval"))
             ev = _validate(EvalSpec, _merge(spec.defaults.eval, arm.eval), eval_keys)
-            if ev["pegasus"] is not None:
-                _check_eval_classes(ev["pegasus"], ds, eval_keys, key="pegasus")
-            if ev["classes"] is not None:
-                _check_eval_classes(ev["classes"], ds, eval_keys)
-            data_dump = {**ds.model_dump(), **ds.source_args()}   # source args completed with defaults
+            if ev.pegasus is not None:
+                _check_eval_classes(ev.pegasus, ds, eval_keys, key="pegasus")
+            if ev.classes is not None:
+                _check_eval_classes(ev.classes, ds, eval_keys)
+            data = data_mod.DataSpec(**{**ds.model_dump(), **ds.source_args()})   # source args completed
             for seed in spec.seeds:
                 run = RunSpec(spec.name, arm_name, ds_name, seed, {"name": mname, **margs}, losses,
-                              train, ev, data_dump, swept=dict(arm.swept))
-                runs.append(RunSpec(**{**run.__dict__, "hash8": run_hash(run)}))
+                              train, ev, data, swept=dict(arm.swept))
+                runs.append(run.replace(hash8=run_hash(run)))
     return runs
 
 
@@ -518,9 +517,9 @@ def _check_eval_classes(classes: list[str], ds, candidates, key: str = "classes"
         raise _RunError(exc.message, *candidates((key,))) from None
 
 
-def _validate(model: type[_Strict], raw: dict, candidates) -> dict:
+def _validate(model: type[_Strict], raw: dict, candidates) -> Any:
     try:
-        return model(**raw).model_dump()
+        return model(**raw)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -558,9 +557,10 @@ def results_name(spec: AblationSpec) -> tuple[str, bool]:
 def run_hash(run: RunSpec) -> str:
     """sha256 of what changes the trained weights: model, loss, data (minus paths), train settings
     (minus ``_NOT_IDENTITY``); not the seed (it is in the directory name), not ``eval``."""
-    data = {k: v for k, v in run.data.items() if k not in _PATH_KEYS}
-    train = {k: v for k, v in run.train.items() if k not in _NOT_IDENTITY}
-    payload = {"model": run.model, "loss": run.loss, "train": train, "data": data}
+    doc = run.resolved()
+    data = {k: v for k, v in doc["data"].items() if k not in _PATH_KEYS}
+    train = {k: v for k, v in doc["train"].items() if k not in _NOT_IDENTITY}
+    payload = {"model": doc["model"], "loss": doc["loss"], "train": train, "data": data}
     blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 

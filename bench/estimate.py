@@ -30,7 +30,7 @@ def run_flops(runs: list[RunSpec]) -> list[float]:
         if key not in per_model:
             model = build_model(run, torch.device("cpu"))
             per_model[key] = forward_flops_per_image(model, run.model["image_size"])[0]
-        out.append(TRAIN_FLOPS_FACTOR * per_model[key] * run.train["steps"] * run.train["batch_size"])
+        out.append(TRAIN_FLOPS_FACTOR * per_model[key] * run.train.steps * run.train.batch_size)
     return out
 
 

@@ -57,21 +57,21 @@ def _restrict(images: torch.Tensor, labels: torch.Tensor, have: list[str], want:
 
 def eval_sets(run: RunSpec) -> EvalSets:
     """Load the run's test/train splits and choose every evaluation subset (seeded, stratified)."""
-    ev, dspec = run.eval, data_mod.DataSpec(**run.data)
-    want = ev.get("classes")
+    ev, dspec = run.eval, run.data
+    want = ev.classes
     test_set, train_set = data_mod.load(dspec, "test"), data_mod.load(dspec, "train")
     test_imgs, test_lab = _restrict(test_set.images, test_set.labels, test_set.classes, want)
     train_imgs, train_lab = _restrict(train_set.images, train_set.labels, train_set.classes, want)
-    test_sub = subsets.stratified(test_lab, ev["n_test"])
+    test_sub = subsets.stratified(test_lab, ev.n_test)
     test, labels = test_imgs[test_sub.indices], test_lab[test_sub.indices]
     n = len(test)
     train_sub = subsets.stratified(train_lab, n)
-    n_fid = min(ev.get("n_fid") or max(ev["n_samples"], n), n)
+    n_fid = min(ev.n_fid or max(ev.n_samples, n), n)
     split = dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout {dspec.holdout:g}"
     if want:
         split += f" classes={','.join(want)}"
     return EvalSets(test, labels, test_sub, train_imgs[train_sub.indices], train_sub,
-                    subsets.stratified(labels, min(ev["n_samples"], n)),
+                    subsets.stratified(labels, min(ev.n_samples, n)),
                     subsets.stratified(labels, n_fid),
-                    subsets.stratified(labels, min(ev["sheet"] // 2, n)),
+                    subsets.stratified(labels, min(ev.sheet // 2, n)),
                     split, want)

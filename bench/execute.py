@@ -63,7 +63,7 @@ class Outcome:
 def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Placement = Placement()) -> dict:
     """Train + score one run; write metrics.json last. Returns the metrics document."""
 
-    device = resolve_device(placement.device or run.train["device"])
+    device = resolve_device(placement.device or run.train.device)
     store.write_yaml(run_dir / "config.yaml", run.resolved())
     env = store.environment(device)
     env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
@@ -74,7 +74,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
     if result["status"] == "done":
         doc["metrics"] = score(run, run_dir, result, progress=say if progress else None, device=device,
                                shared=placement.shared)
-        doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval}
+        doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval.model_dump()}
     else:
         doc["metrics"] = {}
     (run_dir / store.ERROR).unlink(missing_ok=True)

@@ -39,7 +39,6 @@ Protocol
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -51,14 +50,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import torch
 import yaml
 
 from bench import data as data_mod
 from bench import pretrained, stats, store, subsets, weights
 from bench import probe as probe_mod
-from bench.config import EvalSpec, RunSpec, TrainSpec
-from bench.errors import BenchError, WeightsError
+from bench.config import RunSpec
+from bench.errors import BenchError, ConfigError, WeightsError
 from bench.metrics import fidelity, quality
 from bench.metrics.records import metric, unavailable
 from bench.runtime import load_run_model, resolve_device
@@ -289,13 +289,8 @@ def run_from_dir(run_dir: Path) -> RunSpec:
     if not path.is_file():
         raise BenchError(f"{run_dir}: not a run directory (no {CONFIG})")
     try:
-        doc = yaml.safe_load(path.read_text())
-        fields = {f.name for f in dataclasses.fields(RunSpec)}
-        doc = {k: v for k, v in doc.items() if k in fields}
-        doc["train"] = {**TrainSpec().model_dump(), **doc["train"]}
-        doc["eval"] = {**EvalSpec().model_dump(), **doc["eval"]}
-        return RunSpec(**doc)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        return RunSpec.from_resolved(yaml.safe_load(path.read_text()))   # keys added since: their defaults
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError, pydantic.ValidationError, ConfigError) as exc:
         raise BenchError(f"{path}: unreadable run config ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 
@@ -421,7 +416,7 @@ def evaluate(model: torch.nn.Module, run: RunSpec, device: torch.device, from_cl
     if from_cls == to_cls:
         raise BenchError(f"--from and --to name the same class {from_cls!r}")
     t0 = time.perf_counter()
-    dspec = data_mod.DataSpec(**run.data)
+    dspec = run.data
     held, i_from, i_to = held_out(dspec, from_cls, to_cls)
     chosen = choose_pairs(held.labels, i_from, i_to, pairs, seed)
     _say(progress, f"{from_cls} -> {to_cls}: {pairs} pairs x {steps} steps")
@@ -574,7 +569,7 @@ def _kid_records(walks: dict[str, Walk], held: data_mod.ImageSet, i_from: int, i
         src = weights.fid_source()
     except WeightsError as exc:
         return {k: unavailable(str(exc), **proto, **real_proto, images=what[k]) for k in sets}
-    real_key = {"data": {k: v for k, v in run.data.items() if k not in ("root", "path", "classes", "model")},
+    real_key = {"data": run.data.model_dump(exclude={"root", "path", "classes", "model"}),
                 "split": proto["split"], "resolution": dspec.resolution, "classes": [proto["from"], proto["to"]],
                 "n": len(real), "index_sha256": real_proto["real_index_sha256"]}
     out = {}

@@ -202,7 +202,7 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
 
 
 def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
-    lrs = {float(r.run.train["lr"]) for r in records}
+    lrs = {float(r.run.train.lr) for r in records}
     if len(lrs) < 2:
         return None
     quality = next((k for k in ("recon_ssim", "fid_samples", "recon_psnr") if k in keys), None)
@@ -210,11 +210,11 @@ def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
     for r in records:
         if r.status not in ("done", "diverged"):
             continue
-        loss = "+".join(t["name"] for t in r.run.loss if t["name"] != "kl") or "kl"
+        loss = "+".join(t.name for t in r.run.loss if t.name != "kl") or "kl"
         q = None
         if r.status == "done" and quality:
             q = (r.doc.get("metrics") or {}).get(quality, {}).get("value")
-        rows.append((f"{loss} ({r.run.dataset})", float(r.run.train["lr"]), r.status == "diverged", q))
+        rows.append((f"{loss} ({r.run.dataset})", float(r.run.train.lr), r.status == "diverged", q))
     if not rows:
         return None
     series = sorted({s for s, *_ in rows})
@@ -264,7 +264,7 @@ def _sheet_figs(spec, records, groups, runs_root, fig_dir):
                 picks.append(r)
         if not picks:
             continue
-        res = int(picks[0].run.model.get("image_size") or picks[0].run.data.get("resolution") or 32)
+        res = int(picks[0].run.model.get("image_size") or picks[0].run.data.resolution or 32)
         d0 = runs_root / picks[0].run.rel_dir
         real = _rows(d0 / "recon.png", res, 0, 1)    # odd (first) row of the recon sheet: test images
         if real is None:

@@ -75,7 +75,7 @@ def run_ray(todo: list[RunSpec], runs_root: Path, *, jobs: int = 1, address: str
     ray = _ray()
     connect(address)
     runs_root = Path(runs_root).resolve()
-    opts, placement = resources(jobs, any(r.train["device"] != "cpu" for r in todo))
+    opts, placement = resources(jobs, any(r.train.device != "cpu" for r in todo))
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_task)
     refs = {task.options(**opts).remote(run, str(runs_root), placement, os.getcwd()): (i, run)
             for i, run in enumerate(todo, 1)}

@@ -27,12 +27,12 @@ import numpy as np
 from bench import stats, store
 from bench.config import AblationSpec
 from bench.grid import SEP
-from bench.metrics import CATALOGUE
+from bench.metrics import CATALOGUE, M
 from bench.plots import plt, save_figure
 from bench.tables import RunRecord, value_of
 
-RATE = "kl"
-DISTORTIONS = ("recon_mse", "recon_ssim", "st_lpips", "lpips", "kid_samples")
+RATE = M.KL
+DISTORTIONS = (M.RECON_MSE, M.RECON_SSIM, M.ST_LPIPS, M.LPIPS, M.KID_SAMPLES)
 N_MATCHED = 4
 
 Curves = dict[str, dict[int, list[tuple[float, float]]]]     # family -> seed -> [(rate, value)] sorted

@@ -86,7 +86,7 @@ def _sequential(todo: list[RunSpec], runs_root: Path, *, progress: bool) -> list
     out = []
     for i, run in enumerate(todo, 1):
         label = f"[{i}/{len(todo)}] {run.rel_dir}"
-        say(f"{label}: training {run.train['steps']} steps")
+        say(f"{label}: training {run.train.steps} steps")
         try:
             o = execute(run, runs_root, progress=progress)
         except KeyboardInterrupt:
@@ -102,7 +102,7 @@ def _slots(todo: list[RunSpec], jobs: int, devices: list[str] | None) -> list[Pl
     timing is 'shared' when two jobs share one device.  CPU: the threads are split between jobs."""
     if devices and all(d == "cpu" for d in devices):
         devices = None
-    wants_cuda = any(r.train["device"] != "cpu" for r in todo) and torch.cuda.is_available()
+    wants_cuda = any(r.train.device != "cpu" for r in todo) and torch.cuda.is_available()
     if devices or wants_cuda:
         devices = devices or [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         for d in devices:
@@ -137,7 +137,7 @@ def _parallel(todo: list[RunSpec], runs_root: Path, slots: list[Placement]) -> l
                 proc.start()
                 send.close()
                 active[proc.sentinel] = (proc, recv, slot, run, f"[{i}/{len(todo)}] {run.rel_dir}")
-                say(f"{active[proc.sentinel][4]}: training {run.train['steps']} steps on {slot.describe()}")
+                say(f"{active[proc.sentinel][4]}: training {run.train.steps} steps on {slot.describe()}")
             for sentinel in wait_any(list(active)):
                 proc, recv, slot, run, label = active.pop(sentinel)
                 proc.join()
@@ -191,9 +191,9 @@ def rescore(runs: list[RunSpec], runs_root: Path, *, progress: bool = True) -> S
                 continue
             say(f"{label}: scoring")
             doc["metrics"] = score(run, run_dir, doc["train"], progress=say if progress else None)
-            doc["run"]["eval"] = run.eval
-            env = store.environment(resolve_device(run.train["device"]))
-            doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval, "rescored": True}
+            doc["run"]["eval"] = run.eval.model_dump()
+            env = store.environment(resolve_device(run.train.device))
+            doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval.model_dump(), "rescored": True}
             store.write_json(run_dir / store.METRICS, doc)
             summary.trained.append(str(run.rel_dir))
     return summary

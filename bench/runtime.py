@@ -28,7 +28,7 @@ def resolve_device(name: str) -> torch.device:
 
 def memory_format(run: RunSpec) -> torch.memory_format:
     """The layout of the run's model weights and image batches (every device)."""
-    return torch.channels_last if run.train["channels_last"] else torch.contiguous_format
+    return torch.channels_last if run.train.channels_last else torch.contiguous_format
 
 
 def build_model(run: RunSpec, device: torch.device) -> torch.nn.Module:

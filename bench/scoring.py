@@ -76,11 +76,11 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
     ``shared`` says what else ran on the device meanwhile (parallel jobs): the timings are then
     recorded as not isolated, and the tables list them without comparing them."""
     say = progress or (lambda _msg: None)
-    device = device or resolve_device(run.train["device"])
+    device = device or resolve_device(run.train.device)
     ck = torch.load(run_dir / store.CKPT, map_location="cpu", weights_only=False)
     model = load_run_model(run, ck, device)
     sets = eval_sets(run)
-    base = {"resolution": data_mod.DataSpec(**run.data).resolution, "resize": RESIZE,
+    base = {"resolution": run.data.resolution, "resize": RESIZE,
             "device": str(device), "seed": run.seed}
     timing: dict[str, float] = {}
 
@@ -93,18 +93,18 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
 
     metrics, recon_u8 = timed("test pass", lambda: _test_pass(model, sets, run, device, base))
     metrics.update(timed("train pass", lambda: _train_pass(model, sets, run, device, base, metrics)))
-    if sets.classes and data_mod.DataSpec(**run.data).classes is None:
+    if sets.classes and run.data.classes is None:
         metrics.update(timed("all-classes pass", lambda: _all_classes_pass(model, run, device, base)))
     sample_metrics, samples_u8 = timed("samples", lambda: _sample_pass(model, sets, run, device, base))
     metrics.update(sample_metrics)
     metrics["degenerate"] = _degeneracy(sets, recon_u8, samples_u8, metrics, base)
     metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result,
                                                                          shared)))
-    enabled = fidelity and run.eval.get("fidelity", True)
+    enabled = fidelity and run.eval.fidelity
     metrics.update(timed("fidelity", lambda: _fidelity_metrics(
         samples_u8, recon_u8, sets, run, device, base, enabled)))
     metrics.update(timed("pegasus", lambda: _pegasus_metrics(model, run, device, base)))
-    timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval["sheet"]))
+    timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval.sheet))
     metrics["scoring_s"] = metric(round(sum(timing.values()), 3), n=1, split="-", breakdown=timing,
                                   device=str(device))
     return metrics
@@ -119,7 +119,7 @@ def _test_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[
     mus = []
     real, recon = quality.SetStats(), quality.SetStats()
     recon_u8 = torch.empty_like(images)                 # (N, 3, H, W) uint8, CPU: for fidelity
-    for i, x in _batches(images, run.eval["batch_size"], device):
+    for i, x in _batches(images, run.eval.batch_size, device):
         mu, logvar = model.encode(x)
         r = model.decode(mu).float().clamp(0, 1)
         for k, fn in (("mse", quality.mse_per_image), ("psnr", quality.psnr_per_image),
@@ -167,10 +167,10 @@ def _test_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[
 def _train_pass(model, sets: EvalSets, run: RunSpec, device, base, metrics) -> dict[str, Any]:
     """Reconstruction MSE on as many training images (same classes, stratified): the gap (C10)."""
     total = 0.0
-    for _, x in _batches(sets.train, run.eval["batch_size"], device):
+    for _, x in _batches(sets.train, run.eval.batch_size, device):
         total += float(quality.mse_per_image(x, model.decode(model.encode(x)[0])).sum())
     train_mse = total / max(len(sets.train), 1)
-    dspec = data_mod.DataSpec(**run.data)
+    dspec = run.data
     tr_proto = {**base, "split": dspec.train_split, "n": len(sets.train), **sets.proto("train"),
                 "augmentation": "none"}
     test_proto = {k: v for k, v in metrics["recon_mse"].items() if k != "value"}
@@ -182,10 +182,10 @@ def _train_pass(model, sets: EvalSets, run: RunSpec, device, base, metrics) -> d
 
 def _all_classes_pass(model, run: RunSpec, device, base) -> dict[str, Any]:
     """A run trained on every class but scored on ``eval.classes`` is also scored on all classes."""
-    test = data_mod.load(data_mod.DataSpec(**run.data), "test")
-    sub = subsets.stratified(test.labels, run.eval["n_test"])
+    test = data_mod.load(run.data, "test")
+    sub = subsets.stratified(test.labels, run.eval.n_test)
     mse = ssim = 0.0
-    for _, x in _batches(test.images[sub.indices], run.eval["batch_size"], device):
+    for _, x in _batches(test.images[sub.indices], run.eval.batch_size, device):
         r = model.decode(model.encode(x)[0]).float().clamp(0, 1)
         mse += float(quality.mse_per_image(x, r).sum())
         ssim += float(quality.ssim_per_image(x, r).sum())
@@ -196,7 +196,7 @@ def _all_classes_pass(model, run: RunSpec, device, base) -> dict[str, Any]:
 
 def _sample_pass(model, sets: EvalSets, run: RunSpec, device, base) -> tuple[dict[str, Any], torch.Tensor]:
     """Prior samples, decoded once, against the stratified reference set."""
-    bs, n_s = run.eval["batch_size"], run.eval["n_samples"]
+    bs, n_s = run.eval.batch_size, run.eval.n_samples
     gen = torch.Generator(device=device).manual_seed(run.seed + SAMPLE_SEED_OFFSET)
     samples = quality.SetStats()
     samples_u8 = torch.empty(n_s, *sets.test.shape[1:], dtype=torch.uint8)
@@ -248,11 +248,11 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
                   train_result: dict[str, Any], shared: str | None = None) -> dict[str, Any]:
     """Params, FLOPs, and throughput measured in an isolated pass after training (warm-up, median of
     repeats, one fixed batch), never from the training loop's wall clock."""
-    res = data_mod.DataSpec(**run.data).resolution
+    res = run.data.resolution
     c = {"device": str(device), "device_name": store.device_name(device), "resolution": res,
          "torch": torch.__version__, "threads": torch.get_num_threads()}
     flops, how = cost.forward_flops_per_image(model, res)
-    bs = run.train["batch_size"]
+    bs = run.train.batch_size
     load_before = os.getloadavg()[0]
     ips, peak_mb = _train_step_cost(run, model, sets, device)
     # Other processes on the machine slow an isolated measurement too: record the load around it
@@ -260,7 +260,7 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
     c["machine_busy"] = bool(shared) or (device.type == "cpu" and c["load_1min"] > (os.cpu_count() or 1) + 0.5)
     if shared:
         c["shared"] = shared
-    iso = {"batch_size": bs, "warmup": COST_WARMUP, "repeats": COST_REPEATS, "amp": run.train["amp"],
+    iso = {"batch_size": bs, "warmup": COST_WARMUP, "repeats": COST_REPEATS, "amp": run.train.amp,
            "method": "isolated: median of single training steps (forward, loss, backward, Adam) on a "
                      "copy of the trained model, one fixed batch, after training", **c}
     out: dict[str, Any] = {
@@ -276,9 +276,9 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
                          steps=train_result.get("steps"), breakdown=train_result.get("breakdown")),
     }
     gen = torch.Generator(device=device).manual_seed(run.seed)
-    z = torch.randn(run.eval["batch_size"], model.latent_dim, device=device, generator=gen)
+    z = torch.randn(run.eval.batch_size, model.latent_dim, device=device, generator=gen)
     out["sample_images_per_s"] = metric(cost.throughput(model.decode, z, device=device), n=1, split="-",
-                                        batch_size=run.eval["batch_size"], warmup=3, repeats=7,
+                                        batch_size=run.eval.batch_size, warmup=3, repeats=7,
                                         method="median of repeats, model.decode, eval, no_grad", **c)
     out["mfu"] = _mfu(flops, ips, device, c)
     out["peak_memory_mb"] = (metric(peak_mb, n=1, split="-", method="torch.cuda.max_memory_allocated over "
@@ -302,7 +302,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     m = copy.deepcopy(model).train()
     objective = Objective.from_config(run.loss).to(device)
     opt = make_optimizer(m, run.train, device)
-    bs = run.train["batch_size"]
+    bs = run.train.batch_size
     reps = -(-bs // len(sets.test))
     x = data_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
     x = x.contiguous(memory_format=memory_format(run))
@@ -310,7 +310,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
 
     def step(batch):              # the trainer's own step (bench.train.train_step)
         with torch.enable_grad():
-            train_step(m, m, objective, opt, batch, g, run.train["steps"], run.train, device)
+            train_step(m, m, objective, opt, batch, g, run.train.steps, run.train, device)
 
     ips = cost.throughput(step, x, device=device, warmup=COST_WARMUP, repeats=COST_REPEATS)
     peak = cost.peak_memory_mb(lambda: step(x), device)
@@ -352,12 +352,12 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: Ev
     real = sets.test[sets.fid_pos.indices]
     recon = recon_u8[sets.fid_pos.indices]
     fake = samples_u8[:len(real)]
-    key = {"data": {k: v for k, v in run.data.items() if k not in ("root", "path")}, "split": sets.split,
+    key = {"data": {k: v for k, v in run.data.model_dump().items() if k not in ("root", "path")}, "split": sets.split,
            "resolution": base["resolution"], "n": len(real), "index_sha256": sel["index_sha256"]}
-    kid_size = kid_subset_size(len(real), run.eval.get("kid_subset"))
+    kid_size = kid_subset_size(len(real), run.eval.kid_subset)
     guarded(("fid_samples", "kid_samples"), lambda: fid_mod.fid_kid(
         fake, real, real_key=key, device=device, kid_subset_size=kid_size))
-    if run.eval.get("fid_recon", True):
+    if run.eval.fid_recon:
         guarded(("fid_recon",), lambda: fid_mod.fid_kid(recon, real, real_key=key, device=device,
                                                         kid_subset_size=kid_size)[0])
     else:
@@ -371,7 +371,7 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: Ev
 
 def _pegasus_metrics(model, run: RunSpec, device, base) -> dict[str, Any]:
     """Latent interpolation metrics between ``eval.pegasus`` classes (C11), or why they are missing."""
-    pair = run.eval.get("pegasus")
+    pair = run.eval.pegasus
     if not pair:
         return {}
     try:

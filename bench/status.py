@@ -47,7 +47,7 @@ def last_log_entry(path: Path) -> dict:
 
 
 def run_state(run: RunSpec, runs_root: Path) -> RunState:
-    d, rel, total = Path(runs_root) / run.rel_dir, str(run.rel_dir), run.train["steps"]
+    d, rel, total = Path(runs_root) / run.rel_dir, str(run.rel_dir), run.train.steps
     if store.is_finished(d):
         try:
             doc = store.read_json(d / store.METRICS)
@@ -62,7 +62,7 @@ def run_state(run: RunSpec, runs_root: Path) -> RunState:
     step, ips = int(entry.get("step", 0)), entry.get("images_per_s")
     holder = store.lock_holder(d)
     if holder is not None:
-        eta = (total - step) * run.train["batch_size"] / ips if ips else None
+        eta = (total - step) * run.train.batch_size / ips if ips else None
         who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder.get("pid") else "lock held"
         return RunState(rel, "running", step, total, ips, eta, who + ("" if step < total else ", scoring"))
     if (d / store.ERROR).exists():

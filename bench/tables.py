@@ -27,6 +27,7 @@ from typing import Any
 from bench import stats, store
 from bench.config import AblationSpec, RunSpec
 from bench.metrics import CATALOGUE, MetricInfo
+from losses import LossEntry
 
 STATUSES = ("done", "degenerate", "diverged", "failed", "pending")
 SIG = "†"          # significance mark: Welch p < 0.05 vs the baseline arm
@@ -218,7 +219,7 @@ def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]
         "commits": commits,
         "provenance": provenance(commits),
         "devices": _distinct(e.get("device_name") or e.get("device") for e in envs),
-        "steps": sorted({int(r.run.train["steps"]) for r in records}),
+        "steps": sorted({int(r.run.train.steps) for r in records}),
         "seeds": list(spec.seeds),
         "source": _rel_source(spec.source),
     }
@@ -372,11 +373,11 @@ def _protocol_section(records: list[RunRecord], keys: list[str], unavailable: di
     return "".join(out)
 
 
-def _loss_text(loss: list[dict[str, Any]]) -> str:
+def _loss_text(loss: tuple[LossEntry, ...]) -> str:
     terms = []
     for t in loss:
-        extra = f" ({t['estimator']})" if t["name"] == "kl" and "estimator" in t else ""
-        terms.append(f"{t['weight']:g}·{t['name']}{extra}")
+        extra = f" ({t.args['estimator']})" if t.name == "kl" and "estimator" in t.args else ""
+        terms.append(f"{t.weight:g}·{t.name}{extra}")
     return " + ".join(terms)
 
 
@@ -395,7 +396,7 @@ def arms_table(spec: AblationSpec, records: list[RunRecord]) -> str:
         model = ", ".join(f"{k}={v}" for k, v in r.run.model.items() if k not in ("image_size",))
         rows.append(f"| {r.run.arm} | {r.run.dataset} | {model} | {shape} | "
                     f"{'—' if params is None else f'{params:,}'} | {_loss_text(r.run.loss)} | "
-                    f"{r.run.train['lr']:g} | {r.run.train['steps']} × {r.run.train['batch_size']} |")
+                    f"{r.run.train.lr:g} | {r.run.train.steps} × {r.run.train.batch_size} |")
     return ("### Arms\n\n| arm | dataset | model | bottleneck C×h×w | params | loss | lr | steps × batch |\n"
             "|---|---|---|---|--:|---|--:|---|\n" + "\n".join(rows) + "\n\n")
 
@@ -480,7 +481,7 @@ def build_summary(spec: AblationSpec, records: list[RunRecord], groups: list[Gro
                   cells: dict, facts: dict[str, Any], updated: str | None, figures: list[tuple[str, str]]) -> dict:
     arms = {}
     for r in records:
-        arms.setdefault(r.run.arm, {"losses": [t["name"] for t in r.run.loss], "lr": r.run.train["lr"],
+        arms.setdefault(r.run.arm, {"losses": [t.name for t in r.run.loss], "lr": r.run.train.lr,
                                     "model": r.run.model.get("name"), "swept": dict(r.run.swept)})
     out_groups = []
     for g in groups:

@@ -20,7 +20,7 @@ import torch
 
 from bench import data as data_mod
 from bench import store
-from bench.config import RunSpec
+from bench.config import RunSpec, TrainSpec
 from bench.live import LiveLog
 from bench.runtime import autocast, build_model, memory_format, resolve_device
 from losses import Objective
@@ -44,14 +44,14 @@ class TrainResult:
 def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.device | None = None) -> TrainResult:
     """``device`` overrides the run's own setting (a runner's placement; not part of its identity)."""
     cfg = run.train
-    device = device or resolve_device(cfg["device"])
+    device = device or resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
 
     # -- data: the whole training split lives on the device as uint8
-    dspec = data_mod.DataSpec(**run.data)
+    dspec = run.data
     train_set = data_mod.load(dspec, "train")
-    batches = data_mod.Batches(train_set.images, cfg["batch_size"], seed=run.seed, device=device,
+    batches = data_mod.Batches(train_set.images, cfg.batch_size, seed=run.seed, device=device,
                                hflip=dspec.hflip)
 
     spent = {"data_s": time.perf_counter() - t_start, "setup_s": 0.0, "steps_s": 0.0, "ckpt_s": 0.0, "val_s": 0.0}
@@ -62,7 +62,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     objective = Objective.from_config(run.loss).to(device)
     opt = make_optimizer(model, cfg, device)
     noise = torch.Generator(device=device).manual_seed(run.seed + 1)
-    step_fn = torch.compile(model) if cfg["compile"] else model
+    step_fn = torch.compile(model) if cfg.compile else model
     fmt = memory_format(run)
 
     # -- resume
@@ -93,9 +93,9 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     # -- loop
     spent["setup_s"] = time.perf_counter() - t_start - spent["data_s"]
     live = LiveLog(run_dir, dspec, device=device, seed=run.seed, resumed_from=resumed_from)
-    val_every = cfg["val_every"]
+    val_every = cfg.val_every
     model.train()
-    steps, log_every = cfg["steps"], cfg["log_every"]
+    steps, log_every = cfg.steps, cfg.log_every
     losses = torch.zeros(log_every, device=device)           # deferred NaN check: no sync per step
     sums: dict[str, torch.Tensor] = {}
     timed_images, timed_s, t_mark, mark_step = 0, 0.0, time.perf_counter(), step
@@ -122,7 +122,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                                        time.perf_counter() - t_start, resumed_from, breakdown())
                 now = time.perf_counter()
                 if mark_step != resumed_from:                  # the first window is warm-up
-                    timed_images += (step - mark_step) * cfg["batch_size"]
+                    timed_images += (step - mark_step) * cfg.batch_size
                     timed_s += now - t_mark
                 t_mark, mark_step = now, step
                 entry = {"step": step, "loss": float(window.mean()),
@@ -136,10 +136,10 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                 bar.set_postfix(loss=f"{entry['loss']:.4g}")
             if step % val_every == 0 or step == steps:
                 # not training time: the timed window skips it
-                dt = live.validate(step, model, objective, amp=cfg["amp"], batch_size=cfg["batch_size"])
+                dt = live.validate(step, model, objective, amp=cfg.amp, batch_size=cfg.batch_size)
                 spent["val_s"] += dt
                 t_mark += dt
-            if step % cfg["ckpt_every"] == 0 and step < steps:
+            if step % cfg.ckpt_every == 0 and step < steps:
                 t_mark += save_ckpt()
     save_ckpt()
     bar.close()
@@ -148,23 +148,23 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                        resumed_from, breakdown())
 
 
-def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainSpec, device: torch.device) -> torch.optim.Optimizer:
     """Adam as the run asks (fused kernels on CUDA)."""
-    return torch.optim.Adam(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
-                            weight_decay=cfg["weight_decay"], fused=(device.type == "cuda") or None)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                            weight_decay=cfg.weight_decay, fused=(device.type == "cuda") or None)
 
 
-def train_step(model, step_fn, objective, opt, x: torch.Tensor, noise: torch.Generator, step: int, cfg: dict,
+def train_step(model, step_fn, objective, opt, x: torch.Tensor, noise: torch.Generator, step: int, cfg: TrainSpec,
                device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step, exactly as the trainer takes it (the benchmarks time this function).
     Returns the loss and its terms as device tensors: no host sync here."""
-    with autocast(device, cfg["amp"]):
+    with autocast(device, cfg.amp):
         out = step_fn(x, generator=noise)
         total, terms = objective(x, out, model, step)
     opt.zero_grad(set_to_none=True)
     total.backward()
-    if cfg["grad_clip"]:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     return total, terms
 

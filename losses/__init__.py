@@ -15,7 +15,7 @@ So ``weight: 1`` means the same thing in every arm and arms stay comparable.
 from __future__ import annotations
 
 from losses import colour, deep_feature, kl, pixel, ssim  # register the terms
-from losses.objective import Objective, Term
+from losses.objective import LossEntry, Objective, Term, parse_loss
 from losses.registry import LOSSES
 
-__all__ = ["LOSSES", "Objective", "Term", "colour", "deep_feature", "kl", "pixel", "ssim"]
+__all__ = ["LOSSES", "LossEntry", "Objective", "Term", "colour", "deep_feature", "kl", "parse_loss", "pixel", "ssim"]

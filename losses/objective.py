@@ -3,12 +3,62 @@
 The reduction convention is in ``losses/__init__.py``: a term returns ``(B,)`` per-image values in
 per-image *sum* units; the objective weights, sums and averages over the batch.
 """
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 import torch
 from torch import nn
 
 from bench.errors import ConfigError
 from losses.registry import LOSSES
 from models.registry import VAEOutput
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """One term of a run's loss: its registered name, weight and complete (bound) arguments."""
+    name: str
+    weight: float = 1.0
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML / config.yaml form ``{"name": ..., "weight": ..., **args}``."""
+        return {"name": self.name, "weight": self.weight, **self.args}
+
+
+def parse_loss(entries: Iterable[Mapping[str, Any] | LossEntry]) -> tuple[LossEntry, ...]:
+    """``[{"name": "kl", "weight": 1.0, **term_args}, ...]`` -> LossEntries, validated once: the name
+    is registered, the weight a finite number >= 0 (default 1), the arguments bound to the term's
+    signature.  Errors are ``ConfigError`` keyed ``loss[i].<key>``."""
+    out = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, LossEntry):
+            out.append(entry)
+            continue
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"a loss entry is a mapping with a name (got {entry!r})", key=f"loss[{i}]")
+        args = dict(entry)                                  # never mutate the caller's dict
+        name = args.pop("name", None)
+        if name is None:
+            raise ConfigError("loss entry needs a name", key=f"loss[{i}].name")
+        weight = args.pop("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"weight must be a number (got {weight!r})", key=f"loss[{i}].weight")
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"weight must be a finite number >= 0 (got {weight})", key=f"loss[{i}].weight")
+        try:
+            bound = LOSSES.bind(name, args)
+        except ConfigError as exc:
+            key = "name" if exc.message.startswith("unknown loss") else exc.key
+            raise ConfigError(exc.message, key=f"loss[{i}]" + (f".{key}" if key else "")) from None
+        out.append(LossEntry(name, float(weight), bound))
+    if not out:
+        raise ConfigError("at least one loss term is needed", key="loss")
+    return tuple(out)
 
 
 class Term(nn.Module):
@@ -51,28 +101,9 @@ class Objective(nn.Module):
         self.terms = nn.ModuleList(t for _, _, t in entries)
 
     @classmethod
-    def from_config(cls, entries: list[dict]) -> "Objective":
-        """``[{"name": "kl", "weight": 1.0, **term_args}, ...]`` -> Objective.
-
-        ``weight`` defaults to 1.0.  Terms are built with ``LOSSES.build`` (arguments validated
-        against the term's signature); errors are ``ConfigError`` keyed ``loss[i].<arg>``.
-        """
-        built = []
-        for i, entry in enumerate(entries):
-            args = dict(entry)                                  # never mutate the caller's dict
-            name = args.pop("name", None)
-            if name is None:
-                raise ConfigError("loss entry needs a name", key=f"loss[{i}].name")
-            weight = args.pop("weight", 1.0)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                raise ConfigError(f"weight must be a number (got {weight!r})", key=f"loss[{i}].weight")
-            try:
-                term = LOSSES.build(name, args)
-            except ConfigError as exc:
-                key = "name" if exc.message.startswith("unknown loss") else exc.key
-                raise ConfigError(exc.message, key=f"loss[{i}]" + (f".{key}" if key else "")) from None
-            built.append((name, float(weight), term))
-        return cls(built)
+    def from_config(cls, entries: Iterable[Mapping[str, Any] | LossEntry]) -> Objective:
+        """LossEntries (a run's ``loss``) or their YAML dicts (parsed with :func:`parse_loss`) -> Objective."""
+        return cls([(e.name, e.weight, LOSSES.build(e.name, dict(e.args))) for e in parse_loss(entries)])
 
     def forward(self, x: torch.Tensor, out: VAEOutput, model: nn.Module | None = None,
                 step: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

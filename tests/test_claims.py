@@ -51,7 +51,7 @@ def test_every_check_resolves_to_arms_of_every_file_listing_the_claim(path, spec
     for key in filter(None, (chk.metric, chk.ref_metric)):
         assert key in known, key
         if key.startswith("pegasus_"):      # only measured when the file asks for the interpolation pass
-            assert all(run.eval.get("pegasus") for run in config.expand(spec)), f"{path.name}: eval.pegasus unset"
+            assert all(run.eval.pegasus for run in config.expand(spec)), f"{path.name}: eval.pegasus unset"
 
 
 @pytest.mark.parametrize("cid", list(claims.CLAIMS))

@@ -50,10 +50,10 @@ def test_expand_resolves_and_scientific_number_is_float(tmp_path):
     spec = config.load(write(tmp_path, GOOD))
     runs = config.expand(spec)
     assert len(runs) == 4
-    assert runs[0].train["lr"] == 1e-3 and isinstance(runs[0].train["lr"], float)
+    assert runs[0].train.lr == 1e-3 and isinstance(runs[0].train.lr, float)
     assert runs[0].model["image_size"] == 32
-    assert [t["name"] for t in runs[2].loss] == ["kl", "ssim"]
-    assert runs[0].loss[0]["weight"] == 1.0
+    assert [t.name for t in runs[2].loss] == ["kl", "ssim"]
+    assert runs[0].loss[0].weight == 1.0
 
 
 def test_hash_ignores_seed_and_paths_but_not_arms(tmp_path):
@@ -122,7 +122,7 @@ def test_base_is_merged_relative_to_the_file(tmp_path):
     child = GOOD.replace("seeds: [0, 1]\n", "").replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}\n", "")
     p = write(tmp_path / "sub", "base: ../_base.yaml\n" + child)
     spec = config.load(p)
-    assert spec.seeds == [7] and config.expand(spec)[0].train["steps"] == 9
+    assert spec.seeds == [7] and config.expand(spec)[0].train.steps == 9
     # an error in the base file is reported with the base file's name and line
     write(tmp_path, "seeds: [7]\ndefaults:\n  train: {stepz: 9}\n", "_base.yaml")
     with pytest.raises(ConfigError, match=r"_base.yaml:3: defaults.train.stepz: unknown key"):
@@ -131,7 +131,7 @@ def test_base_is_merged_relative_to_the_file(tmp_path):
 
 def test_overrides(tmp_path):
     spec = config.load(write(tmp_path, GOOD), ["defaults.train.steps=7", "seeds=[3]"])
-    assert spec.seeds == [3] and config.expand(spec)[0].train["steps"] == 7
+    assert spec.seeds == [3] and config.expand(spec)[0].train.steps == 7
     with pytest.raises(ConfigError, match=r"--set defaults.train.stepz=7: defaults.train.stepz: unknown key"):
         config.load(write(tmp_path, GOOD), ["defaults.train.stepz=7"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
@@ -210,7 +210,7 @@ def test_grid_expands_arms_by_values_and_records_them(tmp_path):
     assert len(runs) == 8 * 2                                      # 8 arms x 2 seeds
     r = next(r for r in runs if r.arm == "ssim--loss.kl.weight_0.1--train.lr_0.003")
     assert r.swept == {"loss.kl.weight": 0.1, "train.lr": 0.003}
-    assert r.train["lr"] == 0.003 and [(t["name"], t["weight"]) for t in r.loss] == [("kl", 0.1), ("ssim", 1.0)]
+    assert r.train.lr == 0.003 and [(t.name, t.weight) for t in r.loss] == [("kl", 0.1), ("ssim", 1.0)]
     assert r.resolved()["swept"] == r.swept
     assert len({x.hash8 for x in runs}) == 8                      # every grid point is its own experiment
     assert spec.baseline_arm() == names[0]

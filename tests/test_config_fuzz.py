@@ -88,8 +88,8 @@ def test_a_mutated_file_loads_or_is_refused_in_one_line(tmp_path_factory, path, 
         assert "\n" not in msg and ONE_LINE.match(msg), msg
         assert "Traceback" not in msg
     else:
-        assert runs and all(r.train["lr"] > 0 and r.train["steps"] >= 1 for r in runs)
-        assert all(0 <= t["weight"] < float("inf") for r in runs for t in r.loss)
+        assert runs and all(r.train.lr > 0 and r.train.steps >= 1 for r in runs)
+        assert all(0 <= t.weight < float("inf") for r in runs for t in r.loss)
     finally:
         os.chdir(cwd)
     assert sorted(p.name for p in d.iterdir()) == before      # loading writes nothing

@@ -66,13 +66,13 @@ def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
 def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
     """The trainer's step as a run with these train settings takes it (model and batch in the run's
     memory format, torch.compile when asked)."""
-    cfg = TrainSpec(**cfg_overrides).model_dump()
-    fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+    cfg = TrainSpec(**cfg_overrides)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     m = _model(image_size).to(memory_format=fmt)
     objective = Objective.from_config(LOSS)
     opt = make_optimizer(m, cfg, CPU)
     g = torch.Generator().manual_seed(0)
-    step_fn = torch.compile(m) if cfg["compile"] else m
+    step_fn = torch.compile(m) if cfg.compile else m
     def step(batch):
         return train_step(m, step_fn, objective, opt, batch, g, 0, cfg, CPU)
     return step, x.contiguous(memory_format=fmt)

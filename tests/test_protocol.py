@@ -102,7 +102,7 @@ def test_eval_sets_are_stratified_and_shared_across_arms(tmp_path, monkeypatch):
     (full,) = [r for r in config.expand(config.load(p)) if r.arm == "full"]
     s = evalsets.eval_sets(full)
     assert torch.bincount(s.test_labels).tolist() == [2, 2, 2, 2]
-    assert sorted(torch.bincount(data.load(data.DataSpec(**full.data), "train").labels[s.train_sub.indices]).tolist()) \
+    assert sorted(torch.bincount(data.load(full.data, "train").labels[s.train_sub.indices]).tolist()) \
         == [2, 2, 2, 2]
     assert s.proto("fid")["index_sha256"] and s.proto("ref")["n_available"] == 24
 

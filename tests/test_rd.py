@@ -76,5 +76,5 @@ def test_report_writes_rd_table_and_figure_only_for_weight_sweeps(tmp_path):
     text = (tmp_path / "out/rd.md").read_text()
     assert "swept over `loss.kl.weight`" in text and "| rate (nats) | mse | ssim |" in text
     assert (tmp_path / "out/figures/rd.png").stat().st_size > 1000
-    unswept = [RunRecord(config.RunSpec(**{**r.run.__dict__, "swept": {}}), r.status, r.doc) for r in recs]
+    unswept = [RunRecord(r.run.replace(swept={}), r.status, r.doc) for r in recs]
     assert rd.write(spec, unswept, tmp_path / "none") == [] and not (tmp_path / "none").exists()

@@ -86,7 +86,7 @@ def test_parallel_jobs_give_the_sequential_metrics(tmp_path, one_thread, monkeyp
 
 
 def test_placement_on_cuda_is_round_robin_and_cpu_threads_are_split(monkeypatch):
-    spec_runs = [type("R", (), {"train": {"device": "auto"}})()]
+    spec_runs = [type("R", (), {"train": config.TrainSpec(device="auto")})()]
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     slots = runners._slots(spec_runs, 3, None)
@@ -210,7 +210,7 @@ def test_validation_does_not_change_the_trained_weights(tmp_path):
     from bench.train import train
 
     run = config.expand(config.load(_file(tmp_path)))[0]
-    rare = config.RunSpec(**{**run.__dict__, "train": {**run.train, "val_every": 1000}})
+    rare = run.replace(train={"val_every": 1000})
     train(run, tmp_path / "a", progress=False)
     train(rare, tmp_path / "b", progress=False)
     a = torch.load(tmp_path / "a" / store.CKPT, weights_only=False)["model"]
