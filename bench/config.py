@@ -133,7 +133,8 @@ class _Strict(pydantic.BaseModel):
 class TrainSpec(_Strict):
     """Optimisation settings of one run (shared by every arm unless an arm overrides a key).
     The defaults are the paper's setup (PAPER.md); this is their only home (ablations/_base.yaml
-    does not restate them)."""
+    does not restate them).  Frozen: vary a run with ``RunSpec.replace(train={...})``."""
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     steps: int = pydantic.Field(20000, ge=1)
     batch_size: int = pydantic.Field(128, ge=1)
     lr: float = pydantic.Field(1e-3, gt=0)
@@ -150,7 +151,8 @@ class TrainSpec(_Strict):
 
 
 class EvalSpec(_Strict):
-    """What the scoring pass measures on a finished run."""
+    """What the scoring pass measures on a finished run (frozen, like TrainSpec)."""
+    model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     n_test: int | None = pydantic.Field(10000, ge=1)   # test images scored (None = all)
     n_samples: int = pydantic.Field(10000, ge=16)      # prior samples scored
     batch_size: int = pydantic.Field(250, ge=1)

@@ -512,8 +512,9 @@ def npz(split: str, path: str) -> RawSet:
 # ----------------------------------------------------------------------------- spec + load
 
 class DataSpec(pydantic.BaseModel):
-    """One dataset as written in YAML; extra keys are the source's arguments (see SOURCES)."""
-    model_config = pydantic.ConfigDict(extra="allow")
+    """One dataset as written in YAML; extra keys are the source's arguments (see SOURCES).
+    Frozen: a variant is ``spec.model_copy(update=...)``."""
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
 
     source: str
     resolution: int
