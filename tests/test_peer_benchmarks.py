@@ -158,3 +158,29 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, 
           + f"; trainer / best plain {info['trainer_vs_best_plain']:.2f}"
           + (f", trainer / pythae {info['trainer_vs_pythae']:.2f}" if "pythae" in ips else ""))
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
+
+
+@pytest.mark.parametrize("image_size,batches", [(32, (64, 128, 256)), (96, (16, 32, 64))])
+def test_peers_trainer_batch_scaling(benchmark, image_size, batches):
+    """The trainer's images/s and MFU against the batch size: where this device saturates.  The batch
+    is an experimental choice (the paper trains with 128), so this informs it rather than changing it."""
+    steps = {}
+    for b in batches:
+        x = torch.rand(b, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+        steps[b] = _trainer(image_size, x)
+        steps[b][0](steps[b][1])
+    rounds: dict[int, list[float]] = {b: [] for b in batches}
+    for _ in range(ROUNDS):
+        for b, (fn, xb) in steps.items():
+            rounds[b].append(cost.throughput(fn, xb, device=CPU, repeats=3))
+    ips = {b: statistics.median(v) for b, v in rounds.items()}
+    fn, xb = steps[batches[1]]
+    benchmark.pedantic(fn, args=(xb,), rounds=3, iterations=1)
+    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    peak = cost.device_matmul_peak(CPU)
+    mfu = {b: cost.mfu(flops, v, peak) for b, v in ips.items()}
+    benchmark.extra_info.update({f"batch{b}_images_per_s": round(v, 1) for b, v in ips.items()})
+    benchmark.extra_info.update({f"batch{b}_mfu": round(v, 3) for b, v in mfu.items()})
+    print(f"\n{image_size}px trainer by batch: " + ", ".join(f"{b}: {v:.0f} img/s (MFU {mfu[b]:.2f})"
+                                                          for b, v in ips.items()))
+    assert all(0 < v <= 1 for v in mfu.values()), mfu
