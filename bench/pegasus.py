@@ -582,6 +582,7 @@ def _kid_records(walks: dict[str, Walk], held: data_mod.ImageSet, i_from: int, i
             out[k] = metric(mean, n=len(fake), **proto, images=what[k], kid_std=std, kid_subset_size=size,
                             kid_subsets=fidelity.KID_SUBSETS, extractor=src["extractor"],
                             weights_sha256=src["sha256"], provenance=src["provenance"], resize=fidelity.RESIZE,
+                            memory_format=pretrained.INCEPTION_LAYOUT,
                             reference_cache=str(ref), **real_proto)
     except Exception as exc:  # a failing optional metric must not sink the rest; the reason is recorded
         why = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -1,7 +1,11 @@
-"""Throughput of each weight-free metric on 1000 32x32 images (run with `pytest --benchmark`).
+"""Throughput of each weight-free metric on 1000 32x32 images, and of FID's Inception by memory
+format (run with `pytest --benchmark`).
 
 Benchmarks measure; they never assert on timing."""
 from __future__ import annotations
+
+import copy
+import statistics
 
 import pytest
 import torch
@@ -37,3 +41,35 @@ def test_metric_throughput(benchmark, sets, name):
     benchmark.extra_info.update(images=N, side=SIDE)
     result = benchmark.pedantic(CASES[name], args=(a, b), rounds=3, warmup_rounds=1)
     assert result is not None
+
+
+def test_inception_layout(benchmark):
+    """FID's Inception in NCHW vs channels_last (the layout ``build_inception`` uses), in interleaved
+    rounds on the same 32 px uint8 batch; the two layouts must give the same features (float
+    rounding only).  Skipped where no Inception weights are available."""
+    from bench import weights
+    from bench.errors import WeightsError
+    from bench.metrics import cost
+    from bench.pretrained import build_inception
+
+    try:
+        src = weights.fid_source()
+    except WeightsError as e:
+        pytest.skip(str(e))
+    cl = build_inception(src, torch.device("cpu"))
+    nchw = copy.deepcopy(cl).to(memory_format=torch.contiguous_format)
+    x = torch.randint(0, 256, (10, 3, SIDE, SIDE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = nchw(x)[0], cl(x)[0]
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+        rounds = {"nchw": [], "channels_last": []}
+        for _ in range(3):
+            for name, ext in (("nchw", nchw), ("channels_last", cl)):
+                rounds[name].append(cost.throughput(lambda t, e=ext: e(t), x, device="cpu", warmup=1, repeats=2))
+    ips = {k: statistics.median(v) for k, v in rounds.items()}
+    benchmark.extra_info.update(images_per_s={k: round(v, 2) for k, v in ips.items()},
+                                speedup=round(ips["channels_last"] / ips["nchw"], 3))
+    print(f"\nInception 299 px features, images/s: {ips} -> channels_last / nchw "
+          f"{ips['channels_last'] / ips['nchw']:.2f}")
+    with torch.no_grad():
+        benchmark.pedantic(lambda: cl(x), rounds=1, iterations=1)

@@ -31,6 +31,7 @@ from bench.metrics.records import metric, unavailable
 from bench.paths import cache_root
 from bench.pretrained import (
     FEATURE_LAYER,
+    INCEPTION_LAYOUT,
     build_inception,
     build_lpips,
     build_st_lpips,
@@ -38,7 +39,7 @@ from bench.pretrained import (
 
 RESIZE = "torch-fidelity TF1-compatible bilinear to 299x299"
 BATCH = 50
-STATS_VERSION = 1
+STATS_VERSION = 2   # 2: features computed in channels_last (INCEPTION_LAYOUT); 1 was NCHW
 KID_SUBSETS = 100   # torch-fidelity default
 KID_SEED = 2020     # torch-fidelity default rng_seed
 
@@ -129,7 +130,8 @@ def fid_kid(fake_uint8: torch.Tensor, real_uint8: torch.Tensor, *, real_key: dic
         return unavailable(str(e), split=split), unavailable(str(e), split=split)
     protocol = {"extractor": src["extractor"], "feature": FEATURE_LAYER, "weights_path": src["weights_path"],
                 "weights_sha256": src["sha256"], "provenance": src["provenance"],
-                "source_sha256": src["source_sha256"], "resize": RESIZE, "n_fake": len(fake_uint8),
+                "source_sha256": src["source_sha256"], "resize": RESIZE,
+                "memory_format": INCEPTION_LAYOUT, "n_fake": len(fake_uint8),
                 "n_real": len(real_uint8), "reference": real_key,
                 "versions": _versions("torch-fidelity"), "device": str(device)}
     if n < 2:
