@@ -1,4 +1,6 @@
 """Loss terms and the objective: identities, references, the reduction convention, the grid."""
+import math
+
 import pytest
 import pytorch_msssim
 import torch
@@ -231,3 +233,29 @@ def test_every_model_trains_with_every_loss(model_name, size):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads, loss_name
         assert all(torch.isfinite(g).all() for g in grads), loss_name
+
+
+def test_optimal_sigma_is_the_gaussian_nll_at_the_batch_mse():
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 3, 32, 32, generator=g)
+    r = (x + 0.1 * torch.randn(4, 3, 32, 32, generator=g)).clamp(0, 1).requires_grad_(True)
+    got = term("gaussian_optimal_sigma")(x, as_out(r))
+    var = (r - x).square().mean().detach()
+    ref = -torch.distributions.Normal(r, var.sqrt()).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-2)
+    # the optimum: a shared sigma other than sqrt(batch MSE) gives a larger batch NLL
+    for s in (0.5, 2.0):
+        other = -torch.distributions.Normal(r, s * var.sqrt()).log_prob(x).flatten(1).sum(1)
+        assert other.sum() > got.sum()
+    # its gradient is MSE's scaled by 1 / (2 sigma^2): an effective reconstruction weight
+    (g_sigma,) = torch.autograd.grad(got.sum(), r)
+    (g_mse,) = torch.autograd.grad(term("mse")(x, as_out(r)).sum(), r)
+    torch.testing.assert_close(g_sigma, g_mse / (2 * var))
+
+
+def test_optimal_sigma_floor_keeps_a_perfect_reconstruction_finite():
+    x = torch.rand(2, 3, 8, 8)
+    got = term("gaussian_optimal_sigma", min_sigma=0.01)(x, as_out(x.clone()))
+    torch.testing.assert_close(got, torch.full((2,), 0.5 * 3 * 64 * math.log(2 * math.pi * 1e-4)))
+    with pytest.raises(ConfigError, match="greater than 0"):
+        Objective.from_config([{"name": "gaussian_optimal_sigma", "min_sigma": 0}])
