@@ -13,6 +13,17 @@ values it sweeps in ``swept`` ({key: value}), which tables and claims read inste
 An arm that already sets a swept key is refused (the grid would silently overwrite it); so is a
 ``loss.<term>`` key whose term the arm's loss does not contain.  A ``baseline:`` naming a named arm
 means its first grid combination.  Errors point at the grid line (``grid.<key>``).
+
+An arm may replace the values of a file-level grid key with its own (``arms.<arm>.grid``), e.g. to
+spend a rate–distortion sweep where each loss's rate range lies::
+
+    grid:
+      loss.kl.weight: [0.1, 1]
+    arms:
+      mse: {grid: {loss.kl.weight: [0.01, 0.03, 0.1]}}
+      ssim: {loss: [{name: kl}, {name: ssim}], grid: {loss.kl.weight: [1, 3, 10]}}
+
+Its keys must be keys of the file's grid (so every arm is still named by the same keys).
 """
 from __future__ import annotations
 
@@ -39,23 +50,23 @@ def label(value: Any) -> str:
     return str(value)
 
 
-def _check(grid: Any, blame: Blame) -> list[tuple[str, list[Any]]]:
+def _check(grid: Any, blame: Blame, where: tuple = ("grid",)) -> list[tuple[str, list[Any]]]:
     if not isinstance(grid, dict) or not grid:
-        raise blame("must map dotted keys to lists of values, e.g. {train.lr: [0.001, 0.003]}", ("grid",))
+        raise blame("must map dotted keys to lists of values, e.g. {train.lr: [0.001, 0.003]}", where)
     items = []
     for key, values in grid.items():
         parts = str(key).split(".")
         if parts[0] not in SECTIONS or len(parts) < 2 or (parts[0] == "loss" and len(parts) != 3):
             raise blame(f"unknown grid key {key!r}: use loss.<term>.<argument> or "
-                        f"{' | '.join(s + '.<key>' for s in SECTIONS[1:])}", ("grid", key))
+                        f"{' | '.join(s + '.<key>' for s in SECTIONS[1:])}", (*where, key))
         if not isinstance(values, list) or not values:
-            raise blame("must be a non-empty list of values", ("grid", key))
+            raise blame("must be a non-empty list of values", (*where, key))
         for v in values:
             if isinstance(v, dict) or (isinstance(v, float) and not math.isfinite(v)) or v is None:
                 raise blame(f"grid values must be finite numbers, strings, booleans or lists (got {v!r})",
-                            ("grid", key))
+                            (*where, key))
         if len({repr(v) for v in values}) != len(values):
-            raise blame("lists a value twice", ("grid", key))
+            raise blame("lists a value twice", (*where, key))
         items.append((str(key), values))
     return items
 
@@ -84,12 +95,30 @@ def _apply(arm: dict, key: str, value: Any, default_loss: list, arm_name: str, b
     cur[rest[-1]] = value
 
 
+def _arm_items(items: list[tuple[str, list[Any]]], arm: Any, name: str,
+               blame: Blame) -> list[tuple[str, list[Any]]]:
+    """The file's grid with the values an arm's own ``grid:`` replaces."""
+    if not isinstance(arm, dict) or "grid" not in arm:
+        return items
+    where = ("arms", name, "grid")
+    own = dict(_check(arm["grid"], blame, where))
+    for key in own:
+        if key not in dict(items):
+            raise blame(f"{key!r} is not a key of the file's grid: block (an arm's grid only replaces "
+                        f"values of those: {', '.join(k for k, _ in items)})", (*where, key))
+    return [(k, own.get(k, v)) for k, v in items]
+
+
 def expand(data: dict, lines: dict, blame: Blame) -> None:
     """Replace ``data['arms']`` by the grid expansion (in place) and give the new arms line origins."""
+    arms = data.get("arms")
     if "grid" not in data:
+        for name, arm in (arms.items() if isinstance(arms, dict) else ()):
+            if isinstance(arm, dict) and "grid" in arm:
+                raise blame("an arm's grid replaces values of the file's grid: block, and there is none",
+                            ("arms", name, "grid"))
         return
     items = _check(data.pop("grid"), blame)
-    arms = data.get("arms")
     if not isinstance(arms, dict) or not arms:
         return                                  # the schema check reports the missing arms
     default_loss = ((data.get("defaults") or {}).get("loss")) or [{"name": "kl"}, {"name": "mse"}]
@@ -97,8 +126,9 @@ def expand(data: dict, lines: dict, blame: Blame) -> None:
     new: dict[str, Any] = {}
     first: dict[str, str] = {}
     for name, arm in arms.items():
-        for combo in itertools.product(*(v for _, v in items)):
+        for combo in itertools.product(*(v for _, v in _arm_items(items, arm, name, blame))):
             a = copy.deepcopy(arm) if isinstance(arm, dict) else {}
+            a.pop("grid", None)
             for k, v in zip(keys, combo):
                 _apply(a, k, v, default_loss, name, blame)
             a["swept"] = dict(zip(keys, combo))
@@ -109,7 +139,8 @@ def expand(data: dict, lines: dict, blame: Blame) -> None:
                 if path[:2] == ("arms", name):
                     lines[("arms", full) + path[2:]] = origin
             for k in keys:
-                lines.setdefault(("arms", full, "swept", k), lines.get(("grid", k), lines.get(("grid",))))
+                lines.setdefault(("arms", full, "swept", k), lines.get(("arms", name, "grid", k))
+                                 or lines.get(("grid", k), lines.get(("grid",))))
     data["arms"] = new
     if data.get("baseline") in first:
         data["baseline"] = first[data["baseline"]]

@@ -239,6 +239,43 @@ def test_grid_errors_point_at_the_grid_line(tmp_path, grid, expect):
     assert expect in msg and (f"a.yaml:{line}:" in msg or f"a.yaml:{line + 1}:" in msg), msg
 
 
+ARM_GRID = GOOD.replace("  mse: {}", "  mse: {grid: {loss.kl.weight: [0.01, 0.03]}}").replace(
+    "  ssim: {loss: [{name: kl}, {name: ssim}]}",
+    "  ssim: {loss: [{name: kl}, {name: ssim}], grid: {loss.kl.weight: [1, 3, 10]}}") + \
+    "grid:\n  loss.kl.weight: [0.1, 1]\n"
+
+
+def test_an_arm_grid_replaces_the_file_grid_values_for_that_arm(tmp_path):
+    spec = config.load(write(tmp_path, ARM_GRID + "baseline: ssim\n"))
+    assert list(spec.arms) == ["mse--loss.kl.weight_0.01", "mse--loss.kl.weight_0.03",
+                               "ssim--loss.kl.weight_1", "ssim--loss.kl.weight_3", "ssim--loss.kl.weight_10"]
+    runs = config.expand(spec)
+    r = next(r for r in runs if r.arm == "ssim--loss.kl.weight_10")
+    assert r.swept == {"loss.kl.weight": 10} and [(t.name, t.weight) for t in r.loss] == [("kl", 10.0), ("ssim", 1.0)]
+    assert spec.baseline_arm() == "ssim--loss.kl.weight_1"
+    # an arm without its own grid keeps the file's values
+    spec = config.load(write(tmp_path, ARM_GRID.replace(", grid: {loss.kl.weight: [1, 3, 10]}", "")))
+    assert [a for a in spec.arms if a.startswith("ssim")] == ["ssim--loss.kl.weight_0.1", "ssim--loss.kl.weight_1"]
+
+
+@pytest.mark.parametrize("old,new,expect", [
+    ("mse: {grid: {loss.kl.weight: [0.01, 0.03]}}", "mse: {grid: {train.lr: [0.01]}}", "not a key of the file's grid"),
+    ("[0.01, 0.03]", "[0.01, 0.01]", "lists a value twice"),
+    ("[0.01, 0.03]", "[0.01, -1]", "finite number >= 0"),
+])
+def test_arm_grid_errors_point_at_the_arm_line(tmp_path, old, new, expect):
+    text = ARM_GRID.replace(old, new)
+    msg = err(tmp_path, text)
+    line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("  mse:"))) + 1
+    assert expect in msg and f"a.yaml:{line}:" in msg, msg
+
+
+def test_an_arm_grid_needs_a_file_grid(tmp_path):
+    text = GOOD.replace("  mse: {}", "  mse: {grid: {loss.kl.weight: [0.01]}}")
+    msg = err(tmp_path, text)
+    assert "there is none" in msg and "a.yaml:10:" in msg, msg
+
+
 def test_grid_values_are_validated_like_any_field(tmp_path):
     text = GRID.replace("  train: {steps: 4, batch_size: 8, lr: 1e-3}", "  train: {steps: 4, batch_size: 8}")
     msg = err(tmp_path, text.replace("[1.0e-3, 3.0e-3]", "[1.0e-3, -1]"))
