@@ -207,8 +207,10 @@ A claim is **supported** if every available comparison scores +, **contradicted*
 scores − and none scores +, and **inconclusive** otherwise (mixed results, or nothing significant).
 Comparisons whose metric was not measured are listed and do not count. When several ablations test
 a claim, the verdict comes from the first one listed that has results (paper scale before CPU
-scale; the shapes smoke demo never counts). n = finished (done) runs per arm; with 2–3 seeds only large
-effects reach significance, so *inconclusive* means "not shown", not "no effect".
+scale; the shapes smoke demo never counts); a file in which no counted comparison could be measured
+(e.g. loss-weight sweeps whose rate ranges do not overlap) is listed but does not decide.
+n = finished (done) runs per arm; with 2–3 seeds only large effects reach significance, so
+*inconclusive* means "not shown", not "no effect".
 """
 
 
@@ -401,10 +403,13 @@ def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], v
     return Outcome(chk, ds, label_a, label_r, effect, p, n, score if chk.counted else None, mde)
 
 
+NOTHING_MEASURED = "inconclusive (nothing measured)"
+
+
 def verdict(outcomes: list[Outcome]) -> str:
     scores = [o.score for o in outcomes if o.score is not None]
     if not scores:
-        return "inconclusive (nothing measured)"
+        return NOTHING_MEASURED
     if all(s == 1 for s in scores):
         return "supported"
     if -1 in scores and 1 not in scores:
@@ -473,7 +478,7 @@ def write_claims(results_root: Path) -> Path:
                + ("; ".join(describe(c) for c in claim.checks) or "no statistical comparison") + "."]
         if claim.note:
             sec.append(f"Note: {claim.note}")
-        decided, decided_by = None, None
+        decided, decided_by, unmeasured, head = None, None, [], len(sec)
         for n in ran:
             s = summaries[n]
             outs = evaluate(claim, s)
@@ -481,7 +486,9 @@ def write_claims(results_root: Path) -> Path:
                 sec.append(f"\n`{n}`: the arms this claim needs are not in this ablation.")
                 continue
             v = verdict(outs)
-            if decided is None:
+            if v == NOTHING_MEASURED:
+                unmeasured.append(n)
+            elif decided is None:
                 decided, decided_by = v, n
                 sec.append(f"\n**What this means.** {reading(claim, v, outs, n)}")
             figs = ", ".join(f"[{Path(f['file']).stem}]({n}/{f['file']})" for f in s.get("figures", []))
@@ -502,6 +509,10 @@ def write_claims(results_root: Path) -> Path:
                         else f"{o.arm} vs {o.ref} (expect {o.check.expect})")
                 sec.append(f"| {o.dataset} | {what} | {o.check.metric} | "
                            f"{o.effect} | {_p(o.p)} | {o.n} | {mde} | {mark} |")
+        if decided is None and unmeasured:          # files ran, but nothing countable was measured in any
+            decided, decided_by = NOTHING_MEASURED, unmeasured[0]
+            sec.insert(head, "\n**What this means.** No counted comparison could be measured yet in "
+                       + ", ".join(f"`{n}`" for n in unmeasured) + ".")
         if decided is None:
             decided = "not run"
             sec.append("\nNot run: no results for " + " / ".join(f"`{n}`" for n in names) + " yet.")

@@ -2,6 +2,7 @@
 lists the claim (the C8 / C10 patterns once named arms that no file had, so they could never fire)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,28 @@ def test_reading_names_what_agreed_what_disagreed_and_what_was_noise():
     assert "0 of 1 counted comparison agrees" in text
     assert "1 significantly disagrees (recon_chroma_error (cifar10))" in text
     assert claims.reading(claims.CLAIMS["C3"], "inconclusive", [], "x").startswith("This gives no firm basis")
+
+
+def test_a_file_where_nothing_counted_was_measured_does_not_decide(tmp_path):
+    """rd_cpu's rate ranges do not overlap: listed, but the next file with measured evidence decides."""
+    def summary(name, rd=None, arms=None, groups=()):
+        return {"ablation": name, "claims": ["C1"], "datasets": ["cifar10"], "baseline": "mse",
+                "arms": arms or {}, "groups": list(groups), "rd": rd, "counts": {"done": 6}, "planned": 6}
+    no_overlap = summary("rd_cpu", rd={"metrics": {"st_lpips": {"rates": [], "families": {}}}},
+                         arms={"mse--loss.kl.weight_1": {"swept": {"loss.kl.weight": 1}}})
+    groups = [{"arm": a, "dataset": "cifar10", "counts": {"done": 3},
+               "metrics": {"st_lpips": {"values": v, "seeds": [0, 1, 2]}}}
+              for a, v in (("mse", [0.70, 0.71, 0.69]), ("ssim", [0.20, 0.21, 0.19]))]
+    measured = summary("loss_cpu", arms={"mse": {}, "ssim": {}}, groups=groups)
+    for s in (no_overlap, measured):
+        (tmp_path / s["ablation"]).mkdir()
+        (tmp_path / s["ablation"] / "summary.json").write_text(json.dumps(s))
+    text = claims.write_claims(tmp_path).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| [C1]"))
+    assert "[loss_cpu](loss_cpu/README.md)" in row and "nothing measured" not in row, row
+    assert "**`rd_cpu`** → inconclusive (nothing measured)" in text
+    (tmp_path / "loss_cpu" / "summary.json").unlink()          # only the unmeasured file: it says so
+    text = claims.write_claims(tmp_path).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| [C1]"))
+    assert "inconclusive (nothing measured)" in row and "rd_cpu" in row, row
+    assert "No counted comparison could be measured yet in `rd_cpu`" in text
