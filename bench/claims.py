@@ -464,6 +464,27 @@ def _p(p: float) -> str:
 _MARK = {1: "+", -1: "−", 0: "0", None: "not measured"}
 
 
+def _file_lines(n: str, s: dict, v: str, outs: list[Outcome]) -> list[str]:
+    """One ablation's verdict line and comparison table in a claim's section of CLAIMS.md."""
+    figs = ", ".join(f"[{Path(f['file']).stem}]({n}/{f['file']})" for f in s.get("figures", []))
+    c = s["counts"]
+    flags = "".join(f" ⚠ {c[k]} {k}." for k in ("degenerate", "diverged", "failed") if c.get(k))
+    if s.get("provenance"):
+        flags += f" ⚠ {s['provenance']}."
+    lines = [f"\n**`{n}`** → {v}. Table: [{n}/table.md]({n}/table.md)"
+             + (f"; figures: {figs}" if figs else "") + f". Runs: {c['done']}/{s['planned']} done." + flags + "\n",
+             "| dataset | comparison | metric | effect (95% CI) | p | n | detectable effect | score |\n"
+             "|---|---|---|---|---|---|---|---|"]
+    for o in outs:
+        f = _fmt(o.check.metric) if o.check.metric != DIVERGED else ".2f"
+        mde = "—" if math.isnan(o.mde) else f"±{o.mde:{f}}"
+        mark = _MARK[o.score] if o.check.counted else "shown, not counted"
+        what = (f"{o.arm}: vs `{o.check.ref_metric}` (expect {o.check.expect})" if o.check.ref_metric
+                else f"{o.arm} vs {o.ref} (expect {o.check.expect})")
+        lines.append(f"| {o.dataset} | {what} | {o.check.metric} | {o.effect} | {_p(o.p)} | {o.n} | {mde} | {mark} |")
+    return lines
+
+
 def write_claims(results_root: Path) -> Path:
     results_root = Path(results_root)
     summaries = {p.parent.name: s for p in sorted(results_root.glob("*/summary.json"))
@@ -491,24 +512,7 @@ def write_claims(results_root: Path) -> Path:
             elif decided is None:
                 decided, decided_by = v, n
                 sec.append(f"\n**What this means.** {reading(claim, v, outs, n)}")
-            figs = ", ".join(f"[{Path(f['file']).stem}]({n}/{f['file']})" for f in s.get("figures", []))
-            c = s["counts"]
-            flags = "".join(f" ⚠ {c[k]} {k}." for k in ("degenerate", "diverged", "failed") if c.get(k))
-            if s.get("provenance"):
-                flags += f" ⚠ {s['provenance']}."
-            sec.append(f"\n**`{n}`** → {v}. Table: [{n}/table.md]({n}/table.md)"
-                       + (f"; figures: {figs}" if figs else "") + f". Runs: {c['done']}/{s['planned']} done."
-                       + flags + "\n")
-            sec.append("| dataset | comparison | metric | effect (95% CI) | p | n | detectable effect | score |\n"
-                       "|---|---|---|---|---|---|---|---|")
-            for o in outs:
-                f = _fmt(o.check.metric) if o.check.metric != DIVERGED else ".2f"
-                mde = "—" if math.isnan(o.mde) else f"±{o.mde:{f}}"
-                mark = _MARK[o.score] if o.check.counted else "shown, not counted"
-                what = (f"{o.arm}: vs `{o.check.ref_metric}` (expect {o.check.expect})" if o.check.ref_metric
-                        else f"{o.arm} vs {o.ref} (expect {o.check.expect})")
-                sec.append(f"| {o.dataset} | {what} | {o.check.metric} | "
-                           f"{o.effect} | {_p(o.p)} | {o.n} | {mde} | {mark} |")
+            sec += _file_lines(n, s, v, outs)
         if decided is None and unmeasured:          # files ran, but nothing countable was measured in any
             decided, decided_by = NOTHING_MEASURED, unmeasured[0]
             sec.insert(head, "\n**What this means.** No counted comparison could be measured yet in "

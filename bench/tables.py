@@ -256,6 +256,28 @@ def _rel_source(source: str) -> str:
         return os.path.relpath(p) if not os.path.isabs(source) else source
 
 
+def sweep_span(records: list[RunRecord], runs_root: Path) -> dict[str, Any] | None:
+    """Wall clock of the sweep: from the first finished run's start (its metrics.json mtime minus its
+    training and scoring seconds) to the last one's finish.  Includes any time the sweep was stopped."""
+    starts, ends = [], []
+    for r in records:
+        if r.status not in ("done", "degenerate", "diverged"):
+            continue
+        p = Path(runs_root) / r.run.rel_dir / store.METRICS
+        if not p.exists():
+            continue
+        end = p.stat().st_mtime
+        c = compute_time([r])
+        starts.append(end - c["train_s"] - c["scoring_s"])
+        ends.append(end)
+    if not ends:
+        return None
+    fmt = "%Y-%m-%d %H:%M UTC"
+    return {"start": datetime.fromtimestamp(min(starts), tz=UTC).strftime(fmt),
+            "end": datetime.fromtimestamp(max(ends), tz=UTC).strftime(fmt),
+            "wall_h": round((max(ends) - min(starts)) / 3600, 2)}
+
+
 def last_update(records: list[RunRecord], runs_root: Path) -> str | None:
     """Finish time of the newest run (mtime of its metrics.json / error.json), not the clock."""
     times = []
@@ -321,7 +343,11 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
     c = facts["compute"]
     if c["runs"]:
         md.write(f"**Compute.** {c['runs']} finished runs: {c['train_s'] / 60:.1f} min training + "
-                 f"{c['scoring_s'] / 60:.1f} min scoring in all, run one after another on the device above.\n\n")
+                 f"{c['scoring_s'] / 60:.1f} min scoring in all, run one after another on the device above.")
+        if span := facts.get("span"):
+            md.write(f" Wall clock: {span['start']} (first run started) to {span['end']} (last finished), "
+                     f"{span['wall_h']:.1f} h, including any time the sweep was stopped or shared the machine.")
+        md.write("\n\n")
     if facts.get("provenance"):
         md.write(f"> **⚠ {facts['provenance']}.**\n\n")
     if not facts.get("as_written", True):
@@ -518,7 +544,8 @@ def view(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, as_written: b
     records = collect(runs, Path(runs_root))
     groups = groups_of(spec, records)
     keys, unavailable = metric_keys(records)
-    facts = {**header_facts(spec, records), "as_written": as_written, "overrides": list(spec.overrides)}
+    facts = {**header_facts(spec, records), "as_written": as_written, "overrides": list(spec.overrides),
+             "span": sweep_span(records, Path(runs_root))}
     return View(spec, records, groups, keys, unavailable, cells_of(spec, groups, keys), facts)
 
 

@@ -11,7 +11,8 @@ same resident batch, same loss (summed MSE + analytic KL), same Adam, on this de
 * ``plain``         — a hand-written step, NCHW;
 * ``plain_cl``      — the same, channels_last;
 * ``pythae``        — pythae 0.1.2's ``BaseTrainer.train_step`` (one epoch of 8 batches through its
-  DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise).
+  DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise),
+  timed in the same interleaved rounds as the others.
 
 Images/s is the median over interleaved rounds of the median of timed calls
 (``bench.metrics.cost.throughput``), so a slow spell of a shared machine hits every variant; MFU uses the
@@ -124,18 +125,20 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, 
              "trainer_nchw": _trainer(image_size, x, channels_last=False),
              "trainer_compile": _trainer(image_size, x, compile=True),
              "plain": _plain(image_size, x, False), "plain_cl": _plain(image_size, x, True)}
-    for fn, xb in steps.values():          # compile (tens of seconds on a CPU) and warm up outside the timing
-        fn(xb)
-    rounds: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(ROUNDS):                 # interleaved, so a slow spell of the machine hits every variant
-        for name, (fn, xb) in steps.items():
-            rounds[name].append(cost.throughput(fn, xb, device=CPU, repeats=5))
-    ips = {k: statistics.median(v) for k, v in rounds.items()}
-    try:
+    timed = {name: (lambda fn=fn, xb=xb: cost.throughput(fn, xb, device=CPU, repeats=5))
+             for name, (fn, xb) in steps.items()}
+    try:                                    # pythae: one epoch of 8 batches per timed call
         step, n, _ = _pythae(image_size, x, tmp_path)
-        ips["pythae"] = cost.throughput(step, None, device=CPU, warmup=1, repeats=3, batch_size=n)
+        timed["pythae"] = lambda: cost.throughput(step, None, device=CPU, warmup=0, repeats=1, batch_size=n)
     except pytest.skip.Exception as exc:
         benchmark.extra_info["pythae"] = f"skipped: {exc}"
+    for measure in timed.values():          # compile (tens of seconds on a CPU) and warm up outside the rounds
+        measure()
+    rounds: dict[str, list[float]] = {k: [] for k in timed}
+    for _ in range(ROUNDS):                 # interleaved, so a slow spell of the machine hits every variant
+        for name, measure in timed.items():
+            rounds[name].append(measure())
+    ips = {k: statistics.median(v) for k, v in rounds.items()}
     trainer, xt = steps["trainer"]
     benchmark.pedantic(trainer, args=(xt,), rounds=3, iterations=1)      # pytest-benchmark's own record
 

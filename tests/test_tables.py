@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -251,3 +252,19 @@ def test_no_bold_when_the_best_arm_has_a_single_value(tmp_path):
         store.write_json(path, doc)
     v = tables.view(spec, runs, root)
     assert not any(c.bold for (arm, ds, key), c in v.cells.items() if key == "train_images_per_s")
+
+
+def test_sweep_wall_clock_spans_first_start_to_last_finish(tmp_path):
+    spec, runs, root = _write_runs(tmp_path)
+    t0 = 1_790_000_000.0                        # a fixed epoch second
+    for i, run in enumerate(runs):              # run i finishes at t0 + 600 i after 100 s train + 20 s scoring
+        p = root / run.rel_dir / "metrics.json"
+        doc = json.loads(p.read_text())
+        doc.setdefault("train", {})["wall_s"] = 100.0
+        doc["metrics"]["scoring_s"] = {"value": 20.0, "n": 1, "split": "-"}
+        p.write_text(json.dumps(doc))
+        os.utime(p, (t0 + 600 * i, t0 + 600 * i))
+    span = tables.sweep_span(tables.collect(runs, root), root)
+    assert span["wall_h"] == round((600 * (len(runs) - 1) + 120) / 3600, 2)     # diverged runs count too
+    text = report.write(spec, runs, root, tmp_path / "results").read_text()
+    assert f"{span['wall_h']:.1f} h, including any time the sweep was stopped" in text
