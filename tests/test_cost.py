@@ -37,6 +37,22 @@ def test_throughput_real_function_positive():
     assert ips > 0
 
 
+def test_interleaved_takes_rounds_in_turn_and_the_median_of_each():
+    order, values = [], {"a": iter([5.0, 1.0, 3.0]), "b": iter([2.0, 40.0, 4.0])}
+
+    def measure(k):
+        def f():
+            order.append(k)
+            return next(values[k])
+        return f
+
+    ips = cost.interleaved({"a": measure("a"), "b": measure("b")}, rounds=3)
+    assert order == ["a", "b"] * 3                   # every variant once per round, not all of a then all of b
+    assert ips == {"a": 3.0, "b": 4.0}               # medians; b's mean would be 15.3
+    with pytest.raises(ValueError):
+        cost.interleaved({"a": measure("a")}, rounds=0)
+
+
 def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path))
     monkeypatch.setattr(cost.os, "getloadavg", lambda: (0.1, 0.1, 0.1))     # a quiet machine

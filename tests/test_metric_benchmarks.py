@@ -5,7 +5,6 @@ Benchmarks measure; they never assert on timing."""
 from __future__ import annotations
 
 import copy
-import statistics
 
 import pytest
 import torch
@@ -62,11 +61,8 @@ def test_inception_layout(benchmark):
     with torch.no_grad():
         a, b = nchw(x)[0], cl(x)[0]
         assert (a - b).abs().max() <= 1e-4 * a.abs().max()
-        rounds = {"nchw": [], "channels_last": []}
-        for _ in range(3):
-            for name, ext in (("nchw", nchw), ("channels_last", cl)):
-                rounds[name].append(cost.throughput(lambda t, e=ext: e(t), x, device="cpu", warmup=1, repeats=2))
-    ips = {k: statistics.median(v) for k, v in rounds.items()}
+        ips = cost.interleaved({name: (lambda e=ext: cost.throughput(e, x, device="cpu", warmup=1, repeats=2))
+                                for name, ext in (("nchw", nchw), ("channels_last", cl))}, 3)
     benchmark.extra_info.update(images_per_s={k: round(v, 2) for k, v in ips.items()},
                                 speedup=round(ips["channels_last"] / ips["nchw"], 3))
     print(f"\nInception 299 px features, images/s: {ips} -> channels_last / nchw "

@@ -14,15 +14,13 @@ same resident batch, same loss (summed MSE + analytic KL), same Adam, on this de
   DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise),
   timed in the same interleaved rounds as the others.
 
-Images/s is the median over interleaved rounds of the median of timed calls
-(``bench.metrics.cost.throughput``), so a slow spell of a shared machine hits every variant; MFU uses the
+Images/s is the median over interleaved rounds (``bench.metrics.cost.interleaved``) of the median of
+timed calls (``cost.throughput``), so a slow spell of a shared machine hits every variant; MFU uses the
 device's measured matmul peak.  Targets (issue: training at the speed of the hardware): trainer >= 1.0x
 the best plain loop, >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
 """
 from __future__ import annotations
-
-import statistics
 
 import pytest
 import torch
@@ -134,11 +132,7 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, 
         benchmark.extra_info["pythae"] = f"skipped: {exc}"
     for measure in timed.values():          # compile (tens of seconds on a CPU) and warm up outside the rounds
         measure()
-    rounds: dict[str, list[float]] = {k: [] for k in timed}
-    for _ in range(ROUNDS):                 # interleaved, so a slow spell of the machine hits every variant
-        for name, measure in timed.items():
-            rounds[name].append(measure())
-    ips = {k: statistics.median(v) for k, v in rounds.items()}
+    ips = cost.interleaved(timed, ROUNDS)
     trainer, xt = steps["trainer"]
     benchmark.pedantic(trainer, args=(xt,), rounds=3, iterations=1)      # pytest-benchmark's own record
 
@@ -172,11 +166,8 @@ def test_peers_trainer_batch_scaling(benchmark, image_size, batches):
         x = torch.rand(b, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
         steps[b] = _trainer(image_size, x)
         steps[b][0](steps[b][1])
-    rounds: dict[int, list[float]] = {b: [] for b in batches}
-    for _ in range(ROUNDS):
-        for b, (fn, xb) in steps.items():
-            rounds[b].append(cost.throughput(fn, xb, device=CPU, repeats=3))
-    ips = {b: statistics.median(v) for b, v in rounds.items()}
+    ips = cost.interleaved({b: (lambda fn=fn, xb=xb: cost.throughput(fn, xb, device=CPU, repeats=3))
+                            for b, (fn, xb) in steps.items()}, ROUNDS)
     fn, xb = steps[batches[1]]
     benchmark.pedantic(fn, args=(xb,), rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)

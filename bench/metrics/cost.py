@@ -25,9 +25,9 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -36,16 +36,12 @@ from bench.store import device_name, write_json
 from models.conv import flops_per_image
 
 TRAIN_FLOPS_FACTOR = 3          # forward + backward ~= 3 x forward (see module docstring)
+K = TypeVar("K")
 _now = time.perf_counter        # module-level so tests can substitute a fake clock
 
 
 def sync(device: torch.device | str) -> None:
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -65,6 +61,19 @@ def throughput(fn: Callable[[Any], Any], batch: Any, *, device: torch.device | s
         sync(device)
         times.append(_now() - t0)
     return n / max(statistics.median(times), 1e-12)
+
+
+def interleaved(measures: Mapping[K, Callable[[], float]], rounds: int) -> dict[K, float]:
+    """The median over ``rounds`` of each measurement, taken in interleaved rounds (every measure once
+    per round, in order), so a slow spell of a shared machine hits every variant alike rather than
+    the one that happened to be timed then."""
+    if rounds < 1:
+        raise ValueError("interleaved needs rounds >= 1")
+    got: dict[K, list[float]] = {k: [] for k in measures}
+    for _ in range(rounds):
+        for k, measure in measures.items():
+            got[k].append(measure())
+    return {k: statistics.median(v) for k, v in got.items()}
 
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
@@ -117,10 +126,10 @@ def _measure_matmul_peak(device: torch.device, n: int | None = None, repeats: in
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     best = math.inf
     for i in range(repeats + 2):                      # the first two are warm-up
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        sync(device)
         if i >= 2:
             best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best
