@@ -1,7 +1,8 @@
 """Device and model construction shared by training, scoring and the CLI.
 
-Device-agnostic by construction: CUDA-only features (bf16 autocast, fused Adam) are switched on
-only when the device is CUDA, so the same code path runs (and is tested) on the CPU.  The memory
+Device-agnostic by construction: CUDA-only features (bf16 autocast) are switched on only when the
+device is CUDA, so the same code path runs (and is tested) on the CPU; fused Adam runs on CUDA and
+the CPU (``bench.train.make_optimizer``).  The memory
 format is chosen per run (``train.channels_last``, default on): channels_last is the faster
 layout for these convs on CUDA (tensor cores) and, measured with ``pytest --benchmark -k peers``,
 on this project's reference CPU too (oneDNN); it changes float summation order, not the math.

@@ -132,3 +132,30 @@ def test_crash_is_recorded_and_sweep_continues(spec, tmp_path, monkeypatch):
     s = runners.run_sweep(runs, tmp_path / "runs", progress=False)
     assert seen == [0, 1] and len(s.failed) == 1 and len(s.trained) == 1
     assert "boom" in store.read_json(tmp_path / "runs" / runs[0].rel_dir / "error.json")["error"]
+
+
+def test_fused_adam_on_the_cpu_takes_the_default_adam_steps():
+    """make_optimizer uses the fused kernel on the CPU; 50 steps agree with torch's default Adam to
+    float rounding (same update rule), so the option changes speed, not the trajectory."""
+    import copy
+
+    from bench.config import TrainSpec
+    from bench.train import make_optimizer
+
+    torch.manual_seed(0)
+    fused_model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+    plain_model, start = copy.deepcopy(fused_model), copy.deepcopy(fused_model)
+    cfg = TrainSpec(lr=1e-2, weight_decay=1e-4)
+    fused = make_optimizer(fused_model, cfg, torch.device("cpu"))
+    plain = torch.optim.Adam(plain_model.parameters(), lr=1e-2, betas=tuple(cfg.betas), weight_decay=1e-4)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        x = torch.randn(8, 16, generator=g)
+        for m, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            m(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert max((a - s).abs().max() for a, s in zip(fused_model.parameters(), start.parameters())) > 0.05
