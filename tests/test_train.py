@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from bench import config, report, runners, store
+from bench import config, report, runners, runtime, store
 from bench import data as data_mod
 from bench.train import train
 
@@ -47,6 +47,7 @@ def test_sweep_writes_runs_and_table_then_skips(spec, tmp_path):
         assert (d / f).exists(), f
     doc = store.read_json(d / "metrics.json")
     assert doc["status"] == "done" and doc["train"]["steps"] == 8
+    assert doc["env"]["allocator"] == runtime.keep_freed_memory()   # recorded with the run
     parts = doc["train"]["breakdown"]          # where the training wall time went
     assert set(parts) == {"data_s", "setup_s", "steps_s", "ckpt_s", "val_s"} and min(parts.values()) >= 0
     assert sum(parts.values()) == pytest.approx(doc["train"]["wall_s"], abs=0.01)
