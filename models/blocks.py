@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from models.layers import Conv2d, ConvTranspose2d
+
 Down = Literal["stride", "maxpool"]
 Up = Literal["deconv", "upsample"]
 
@@ -53,9 +55,9 @@ class DownStage(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, *, kernel: int, mode: Down, norm: bool, slope: float):
         if mode == "stride":
-            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, 2, PADDING, bias=not norm)]
+            layers: list[nn.Module] = [Conv2d(c_in, c_out, kernel, 2, PADDING, bias=not norm)]
         else:
-            layers = [nn.ZeroPad2d(POOL_PAD), nn.Conv2d(c_in, c_out, kernel, 1, PADDING, bias=not norm)]
+            layers = [nn.ZeroPad2d(POOL_PAD), Conv2d(c_in, c_out, kernel, 1, PADDING, bias=not norm)]
         layers += _norm_act(c_out, norm, slope)
         if mode == "maxpool":
             layers.append(nn.MaxPool2d(2))
@@ -79,12 +81,12 @@ class UpStage(nn.Sequential):
         bias = final or not norm
         if mode == "deconv":
             op = (out_size + 2 * p - kernel) % 2
-            layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, kernel, 2, p, output_padding=op,
+            layers: list[nn.Module] = [ConvTranspose2d(c_in, c_out, kernel, 2, p, output_padding=op,
                                                           bias=bias)]
         else:
             target = out_size + kernel - 1 - 2 * p
             layers = [nn.Upsample(size=(target, target), mode="nearest"),
-                      nn.Conv2d(c_in, c_out, kernel, 1, p, bias=bias)]
+                      Conv2d(c_in, c_out, kernel, 1, p, bias=bias)]
         if not final:
             layers += _norm_act(c_out, norm, slope)
         super().__init__(*layers)
@@ -97,8 +99,8 @@ class ResBlock(nn.Module):
     def __init__(self, ch: int, *, norm: bool, slope: float):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(ch, ch, 3, 1, 1, bias=not norm), *_norm_act(ch, norm, slope),
-            nn.Conv2d(ch, ch, 3, 1, 1, bias=not norm), *([nn.BatchNorm2d(ch)] if norm else []))
+            Conv2d(ch, ch, 3, 1, 1, bias=not norm), *_norm_act(ch, norm, slope),
+            Conv2d(ch, ch, 3, 1, 1, bias=not norm), *([nn.BatchNorm2d(ch)] if norm else []))
         self.act = nn.LeakyReLU(slope)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.errors import ConfigError
 from models.blocks import Down, DownStage, ResBlock, Up, UpStage, down_size
+from models.layers import Conv2d
 from models.registry import MODELS, VAEOutput
 
 # Smallest bottleneck side accepted: a 1x1 map carries no spatial layout, and nearest upsampling
@@ -135,8 +136,8 @@ class ConvVAE(nn.Module):
                     f"map size {s}x{s}={s * s} (got {latent_dim}; e.g. {lo} or {lo + s * s})",
                     key="latent_dim")
             cz = latent_dim // (s * s)
-            self.to_stats = nn.Conv2d(c, 2 * cz, 1)  # mu and logvar channels
-            self.from_z = nn.Sequential(nn.Unflatten(1, (cz, s, s)), nn.Conv2d(cz, c, 1, bias=not norm))
+            self.to_stats = Conv2d(c, 2 * cz, 1)  # mu and logvar channels
+            self.from_z = nn.Sequential(nn.Unflatten(1, (cz, s, s)), Conv2d(cz, c, 1, bias=not norm))
         if norm:
             self.from_z.append(nn.BatchNorm2d(c))
         self.from_z.append(nn.LeakyReLU(slope))

@@ -1,0 +1,111 @@
+"""models/layers.py: the CPU weight gradient of Conv2d / ConvTranspose2d as one GEMM equals torch's
+(in float64, where the different summation order is invisible), for every geometry the models use
+and some they do not; whole models get the same gradients with and without it."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from models import MODELS, layers
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Every tensor and layer of these tests is float64."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+CL = torch.channels_last
+GEOMETRIES = [  # (kernel, stride, padding, output_padding) — the paper's k4/s2/p0 first
+    (4, 2, 0, 0), (4, 2, 0, 1), (3, 2, 0, 1), (3, 1, 1, 0), (1, 1, 0, 0), (4, 2, 1, 0), (4, 2, 1, 1),
+    ((3, 4), (2, 1), (1, 0), (1, 0)),
+]
+
+
+def _pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
+def _compare(ours: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    ref.load_state_dict(ours.state_dict())
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    g = torch.randn_like(ya)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
+    for (name, pa), pb in zip(ours.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-10, atol=1e-10, msg=name)
+        assert pa.grad.shape == pa.shape
+
+
+@pytest.mark.parametrize("geometry,bias,fmt", list(itertools.product(GEOMETRIES, [True, False], ["cl", "nchw"])))
+def test_conv_weight_grad_equals_torch(geometry, bias, fmt):
+    k, s, p, _ = geometry
+    torch.manual_seed(0)
+    ours, ref = layers.Conv2d(5, 7, k, s, p, bias=bias), nn.Conv2d(5, 7, k, s, p, bias=bias)
+    x = torch.randn(3, 5, 13, 11)
+    if fmt == "cl":
+        ours, ref, x = ours.to(memory_format=CL), ref.to(memory_format=CL), x.contiguous(memory_format=CL)
+    _compare(ours, ref, x)
+
+
+@pytest.mark.parametrize("geometry,bias,fmt", list(itertools.product(GEOMETRIES, [True, False], ["cl", "nchw"])))
+def test_conv_transpose_weight_grad_equals_torch(geometry, bias, fmt):
+    k, s, p, op = geometry
+    if any(o >= max(st, 1) for o, st in zip(_pair(op), _pair(s))):
+        pytest.skip("output_padding must be smaller than the stride")
+    torch.manual_seed(0)
+    args = (5, 7, k, s, p, op)
+    ours, ref = layers.ConvTranspose2d(*args, bias=bias), nn.ConvTranspose2d(*args, bias=bias)
+    x = torch.randn(3, 5, 6, 9)
+    if fmt == "cl":
+        ours, ref, x = ours.to(memory_format=CL), ref.to(memory_format=CL), x.contiguous(memory_format=CL)
+    _compare(ours, ref, x)
+
+
+def test_the_gemm_computes_the_weight_gradient_and_only_when_it_can(monkeypatch):
+    calls = []
+    real = layers.conv_weight_grad
+    monkeypatch.setattr(layers, "conv_weight_grad", lambda *a: calls.append(1) or real(*a))
+    conv, x = layers.Conv2d(3, 4, 4, 2), torch.randn(2, 3, 10, 10)
+    conv(x).sum().backward()
+    assert calls == [1]
+    with torch.no_grad():                    # no gradient wanted: torch's layer, no autograd.Function
+        conv(x)
+    layers.Conv2d(4, 4, 3, groups=2)(torch.randn(1, 4, 6, 6)).sum().backward()      # groups: torch's path
+    monkeypatch.setattr(layers, "GEMM_WEIGHT_GRAD", False)
+    conv(x).sum().backward()
+    assert calls == [1]
+
+
+def test_state_dict_is_torchs():
+    assert list(layers.Conv2d(3, 4, 3).state_dict()) == list(nn.Conv2d(3, 4, 3).state_dict())
+    assert list(layers.ConvTranspose2d(3, 4, 3, bias=False).state_dict()) == ["weight"]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypatch):
+    """The whole model in float64 and channels_last (a run's layout): every parameter's gradient."""
+    torch.manual_seed(0)
+    model = MODELS.build(name, {"image_size": 32, "widths": [8, 16, 32], "latent_dim": 16})
+    model = model.train().to(memory_format=CL)
+    x = torch.rand(4, 3, 32, 32).contiguous(memory_format=CL)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        out = model(x, generator=torch.Generator().manual_seed(1))
+        ((out.recon - x).pow(2).sum() + out.mu.pow(2).sum() + out.logvar.exp().sum()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    ours = grads()
+    monkeypatch.setattr(layers, "GEMM_WEIGHT_GRAD", False)
+    ref = grads()
+    assert ours.keys() == ref.keys()
+    for n in ours:
+        torch.testing.assert_close(ours[n], ref[n], rtol=1e-9, atol=1e-11, msg=n)
