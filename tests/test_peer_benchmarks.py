@@ -12,24 +12,38 @@ same resident batch, same loss (summed MSE + analytic KL), same Adam, on this de
 * ``plain_cl``      — the same, channels_last;
 * ``pythae``        — pythae 0.1.2's ``BaseTrainer.train_step`` (one epoch of 8 batches through its
   DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise),
-  timed in the same interleaved rounds as the others.
+  timed in the same interleaved rounds as the others;
+* ``plain_cl_kept`` — ``plain_cl`` in a process that keeps freed memory as ``bench run``'s does;
+* ``trainer_torch_convs`` — ``trainer`` with torch's own weight gradients for the convs instead of
+  models/layers.py's GEMM (every other variant uses the suite's network, layers included).
 
-Images/s is the median over interleaved rounds (``bench.metrics.cost.interleaved``) of the median of
-timed calls (``cost.throughput``), so a slow spell of a shared machine hits every variant; MFU uses the
-device's measured matmul peak.  Targets (issue: training at the speed of the hardware): trainer >= 1.0x
-the best plain loop, >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
+Every variant runs in its own process, set up as its users would run it: the trainer variants in a
+process prepared as ``bench run`` prepares one (``bench.runtime.keep_freed_memory``), the plain loops
+and pythae in a default one (``plain_cl_kept`` shows how much of the difference is that setting).
+The processes take turns: images/s is the median over interleaved rounds
+(``bench.metrics.cost.interleaved``) of the median of timed calls (``cost.throughput``), so a slow
+spell of a shared machine hits every variant; MFU uses the device's measured matmul peak.  Targets
+(issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
+>= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
 """
 from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
 from bench.config import TrainSpec
 from bench.metrics import cost
+from bench.runtime import keep_freed_memory
 from bench.train import make_optimizer, train_step
 from losses import Objective
-from models import MODELS
+from models import MODELS, layers
 
 pytestmark = pytest.mark.benchmark
 MFU_TARGET = {32: 0.55, 96: 0.60}      # the issue's targets for the paper model on a CPU
@@ -79,7 +93,7 @@ def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
 
 def _pythae(image_size: int, x: torch.Tensor, tmp_path):
     """pythae's trainer on the same network: images/s of one epoch of 8 batches (after a warm-up epoch)."""
-    pythae = pytest.importorskip("pythae", reason="pythae not installed (pip install -e '.[peers]')")
+    pytest.importorskip("pythae", reason="pythae not installed (pip install -e '.[peers]')")
     from pythae.data.datasets import BaseDataset
     from pythae.models import VAE, VAEConfig
     from pythae.models.base.base_utils import ModelOutput
@@ -113,32 +127,114 @@ def _pythae(image_size: int, x: torch.Tensor, tmp_path):
                            learning_rate=1e-3, no_cuda=True, train_dataloader_num_workers=0)
     trainer = BaseTrainer(model, BaseDataset(data, torch.zeros(len(data))), training_config=tc)
     trainer.prepare_training()          # optimiser, output folder, callbacks (as BaseTrainer.train does)
-    return lambda _batch: trainer.train_step(epoch=1), len(data), getattr(pythae, "__version__", "0.1.2")
+    return lambda _batch: trainer.train_step(epoch=1), len(data)
+
+
+# --------------------------------------------------------------------------- one process per variant
+
+class Variant(NamedTuple):
+    build: Callable        # (image_size, x, tmp dir) -> (step, its argument) or pythae's (step, images)
+    keeps_freed: bool      # the process keeps freed memory, as `bench run`'s does
+    gemm_weight_grad: bool = True   # models/layers.py's CPU weight gradient (False: torch's convs)
+
+
+VARIANTS = {
+    "trainer": Variant(lambda s, x, tmp: _trainer(s, x), True),
+    "trainer_nchw": Variant(lambda s, x, tmp: _trainer(s, x, channels_last=False), True),
+    "trainer_compile": Variant(lambda s, x, tmp: _trainer(s, x, compile=True), True),
+    "trainer_torch_convs": Variant(lambda s, x, tmp: _trainer(s, x), True, False),
+    "plain": Variant(lambda s, x, tmp: _plain(s, x, False), False),
+    "plain_cl": Variant(lambda s, x, tmp: _plain(s, x, True), False),
+    "plain_cl_kept": Variant(lambda s, x, tmp: _plain(s, x, True), True),
+    "pythae": Variant(lambda s, x, tmp: _pythae(s, x, tmp), False),
+}
+PLAIN = ("plain", "plain_cl", "plain_cl_kept")
+
+
+def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
+    """Worker process: build the variant, warm it up (and compile it), say ``ready``, then answer
+    ``measure`` (images/s) and ``step`` (one untimed step) on stdin until it closes."""
+    reply, sys.stdout = sys.stdout, sys.stderr   # whatever a variant prints stays off the answers
+    build, keeps_freed, layers.GEMM_WEIGHT_GRAD = VARIANTS[variant]
+    if keeps_freed:
+        keep_freed_memory()
+    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    try:
+        built = build(image_size, x, Path(tmp))
+    except pytest.skip.Exception as exc:
+        print(f"skip {exc}", file=reply, flush=True)
+        return
+    if variant == "pythae":      # one epoch of 8 batches per timed call
+        (step, n), arg = built, None
+        measure = lambda: cost.throughput(step, arg, device=CPU, warmup=0, repeats=1, batch_size=n)
+    else:
+        (step, arg) = built
+        measure = lambda: cost.throughput(step, arg, device=CPU, repeats=5)
+    measure()                    # warm-up (torch.compile compiles here), outside the rounds
+    print("ready", file=reply, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "measure":
+            print(measure(), file=reply, flush=True)
+        elif line.strip() == "step":
+            step(arg)
+            print("ok", file=reply, flush=True)
+
+
+class _Worker:
+    """One variant in its own process; idle (blocked on stdin) while another is timed."""
+
+    def __init__(self, variant: str, image_size: int, batch: int, tmp: Path):
+        self.proc = subprocess.Popen([sys.executable, __file__, variant, str(image_size), str(batch), str(tmp)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline().strip()
+        self.skipped = first[5:] if first.startswith("skip ") else None
+        if first != "ready" and self.skipped is None:
+            raise RuntimeError(f"{variant} worker failed to start (exit {self.proc.wait()}; see its stderr)")
+
+    def _ask(self, cmd: str) -> str:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"worker died (exit {self.proc.wait()}; see its stderr)")
+        return answer.strip()
+
+    def measure(self) -> float:
+        return float(self._ask("measure"))
+
+    def step(self) -> None:
+        self._ask("step")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def start_worker(tmp_path):
+    started = []
+
+    def start(variant: str, image_size: int, batch: int) -> _Worker:
+        w = _Worker(variant, image_size, batch, tmp_path / f"{variant}-{image_size}-{batch}")
+        started.append(w)
+        return w
+    yield start
+    for w in started:
+        w.close()
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
-def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, batch):
-    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    steps = {"trainer": _trainer(image_size, x),                                  # the defaults a run uses
-             "trainer_nchw": _trainer(image_size, x, channels_last=False),
-             "trainer_compile": _trainer(image_size, x, compile=True),
-             "plain": _plain(image_size, x, False), "plain_cl": _plain(image_size, x, True)}
-    timed = {name: (lambda fn=fn, xb=xb: cost.throughput(fn, xb, device=CPU, repeats=5))
-             for name, (fn, xb) in steps.items()}
-    try:                                    # pythae: one epoch of 8 batches per timed call
-        step, n, _ = _pythae(image_size, x, tmp_path)
-        timed["pythae"] = lambda: cost.throughput(step, None, device=CPU, warmup=0, repeats=1, batch_size=n)
-    except pytest.skip.Exception as exc:
-        benchmark.extra_info["pythae"] = f"skipped: {exc}"
-    for measure in timed.values():          # compile (tens of seconds on a CPU) and warm up outside the rounds
-        measure()
-    ips = cost.interleaved(timed, ROUNDS)
-    trainer, xt = steps["trainer"]
-    benchmark.pedantic(trainer, args=(xt,), rounds=3, iterations=1)      # pytest-benchmark's own record
+def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_size, batch):
+    workers = {v: start_worker(v, image_size, batch) for v in VARIANTS}   # one at a time: warm-ups never overlap
+    for v, w in workers.items():
+        if w.skipped:
+            benchmark.extra_info[v] = f"skipped: {w.skipped}"
+    ips = cost.interleaved({v: w.measure for v, w in workers.items() if not w.skipped}, ROUNDS)
+    benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     peak = cost.device_matmul_peak(CPU)
-    best_plain = max(ips["plain"], ips["plain_cl"])
+    best_plain = max(ips[v] for v in PLAIN)
     info = {f"{k}_images_per_s": round(v, 1) for k, v in ips.items()}
     info["trainer_vs_best_plain"] = round(ips["trainer"] / best_plain, 3)
     info["trainer_vs_best_plain_target_met"] = ips["trainer"] >= best_plain
@@ -158,18 +254,12 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, tmp_path, image_size, 
 
 
 @pytest.mark.parametrize("image_size,batches", [(32, (64, 128, 256)), (96, (16, 32, 64))])
-def test_peers_trainer_batch_scaling(benchmark, image_size, batches):
+def test_peers_trainer_batch_scaling(benchmark, start_worker, image_size, batches):
     """The trainer's images/s and MFU against the batch size: where this device saturates.  The batch
     is an experimental choice (the paper trains with 128), so this informs it rather than changing it."""
-    steps = {}
-    for b in batches:
-        x = torch.rand(b, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-        steps[b] = _trainer(image_size, x)
-        steps[b][0](steps[b][1])
-    ips = cost.interleaved({b: (lambda fn=fn, xb=xb: cost.throughput(fn, xb, device=CPU, repeats=3))
-                            for b, (fn, xb) in steps.items()}, ROUNDS)
-    fn, xb = steps[batches[1]]
-    benchmark.pedantic(fn, args=(xb,), rounds=3, iterations=1)
+    workers = {b: start_worker("trainer", image_size, b) for b in batches}
+    ips = cost.interleaved({b: w.measure for b, w in workers.items()}, ROUNDS)
+    benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     peak = cost.device_matmul_peak(CPU)
     mfu = {b: cost.mfu(flops, v, peak) for b, v in ips.items()}
@@ -178,3 +268,7 @@ def test_peers_trainer_batch_scaling(benchmark, image_size, batches):
     print(f"\n{image_size}px trainer by batch: " + ", ".join(f"{b}: {v:.0f} img/s (MFU {mfu[b]:.2f})"
                                                           for b, v in ips.items()))
     assert all(0 < v <= 1 for v in mfu.values()), mfu
+
+
+if __name__ == "__main__":       # a worker: python tests/test_peer_benchmarks.py VARIANT SIZE BATCH TMPDIR
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
