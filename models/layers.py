@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 # Switch for comparisons (tests/test_layers.py); the suite always leaves it on.
 GEMM_WEIGHT_GRAD = True
@@ -77,6 +78,7 @@ class _Conv(torch.autograd.Function):
         return torch.ops.aten.convolution(x, weight, bias, stride, padding, (1, 1), transposed, output_padding, 1)
 
     @staticmethod
+    @once_differentiable          # no double backward through the GEMM (the suite never needs one)
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
         stride, padding, transposed, output_padding, k = ctx.conf

@@ -38,6 +38,7 @@ def _compare(ours: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
     (ya * g).sum().backward()
     (yb * g).sum().backward()
     torch.testing.assert_close(ya, yb, rtol=1e-12, atol=1e-12)
+    assert ya.stride() == yb.stride()               # the same memory format out
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=1e-12)
     for (name, pa), pb in zip(ours.named_parameters(), ref.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-10, atol=1e-10, msg=name)
