@@ -14,10 +14,18 @@ conv the roles swap: its input ``x`` is the (N, Ci) matrix and the patches come 
 gradient.  On the 96 px paper model at batch 32 this takes the weight gradients of a step from
 258 ms to 191 ms (32 px, batch 128: 62 to 42 ms).
 
+The GEMM pays for its im2col copy only when both channel counts are large enough: a layer with fewer
+than ``GEMM_MIN_CHANNELS`` input or output channels keeps oneDNN's weight gradient.  Measured per
+layer on the reference CPU (the paper model and the CPU files' narrow one, widths 32-64-128(-256), at
+32 and 96 px), the GEMM was faster on all 15 layers with 64 or more channels on both sides (e.g.
+256 -> 512 channels at 10 px: 18.7 vs 32.6 ms), and slower in sum on the 12 with 3 or 32 on a side
+(73 vs 66 ms; slower on 9 of them, e.g. the 3 -> 32 input conv at 96 px: 5.8 vs 3.5 ms).
+
 Only the weight gradient changes; the forward pass and the input gradient are torch's own
 (``aten.convolution`` and ``aten.convolution_backward``).  The sum is the same, taken in another
 order, so results agree to float rounding (tests/test_layers.py compares them in float64).  The fast
-path is used on the CPU for groups = 1, dilation = 1 and zero padding; elsewhere (CUDA: cuDNN) the
+path is used on the CPU for groups = 1, dilation = 1, zero padding and at least
+``GEMM_MIN_CHANNELS`` channels on both sides; elsewhere (CUDA: cuDNN) the
 layers are exactly torch's.  Parameters and state dicts are torch's.
 """
 from __future__ import annotations
@@ -29,6 +37,7 @@ from torch.autograd.function import once_differentiable
 
 # Switch for comparisons (tests/test_layers.py); the suite always leaves it on.
 GEMM_WEIGHT_GRAD = True
+GEMM_MIN_CHANNELS = 64       # fewer input or output channels: oneDNN's weight gradient (see above)
 
 
 def _patches(t: torch.Tensor, h: int, w: int, k: tuple[int, int], s: tuple[int, int]) -> torch.Tensor:
@@ -96,6 +105,7 @@ class _Conv(torch.autograd.Function):
 
 def _fast(layer: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
     return (GEMM_WEIGHT_GRAD and x.device.type == "cpu" and x.dim() == 4 and layer.groups == 1
+            and min(layer.in_channels, layer.out_channels) >= GEMM_MIN_CHANNELS
             and layer.dilation == (1, 1) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
             and torch.is_grad_enabled() and layer.weight.requires_grad)
 

@@ -11,8 +11,10 @@ from models import MODELS, layers
 
 
 @pytest.fixture(autouse=True)
-def _float64():
-    """Every tensor and layer of these tests is float64."""
+def _float64_small_layers(monkeypatch):
+    """Every tensor and layer of these tests is float64, and small layers take the GEMM too (the
+    channel floor is a speed choice, tested on its own below)."""
+    monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 1)
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -83,6 +85,16 @@ def test_the_gemm_computes_the_weight_gradient_and_only_when_it_can(monkeypatch)
     monkeypatch.setattr(layers, "GEMM_WEIGHT_GRAD", False)
     conv(x).sum().backward()
     assert calls == [1]
+
+
+def test_layers_with_few_channels_keep_torchs_weight_gradient(monkeypatch):
+    calls = []
+    real = layers.conv_transpose_weight_grad
+    monkeypatch.setattr(layers, "conv_transpose_weight_grad", lambda *a: calls.append(a[0].shape[1]) or real(*a))
+    monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 64)
+    for c_in, c_out in ((64, 3), (32, 64), (64, 64), (128, 64)):
+        layers.ConvTranspose2d(c_in, c_out, 4, 2)(torch.randn(2, c_in, 3, 3)).sum().backward()
+    assert calls == [64, 128]
 
 
 def test_state_dict_is_torchs():
