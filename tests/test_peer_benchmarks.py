@@ -156,12 +156,13 @@ def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
     """Worker process: build the variant, warm it up (and compile it), say ``ready``, then answer
     ``measure`` (images/s) and ``step`` (one untimed step) on stdin until it closes."""
     reply, sys.stdout = sys.stdout, sys.stderr   # whatever a variant prints stays off the answers
-    build, keeps_freed, layers.GEMM_WEIGHT_GRAD = VARIANTS[variant]
-    if keeps_freed:
+    spec = VARIANTS[variant]
+    layers.GEMM_WEIGHT_GRAD = spec.gemm_weight_grad
+    if spec.keeps_freed:
         keep_freed_memory()
     x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     try:
-        built = build(image_size, x, Path(tmp))
+        built = spec.build(image_size, x, Path(tmp))
     except pytest.skip.Exception as exc:
         print(f"skip {exc}", file=reply, flush=True)
         return
