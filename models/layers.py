@@ -1,4 +1,4 @@
-"""``Conv2d`` and ``ConvTranspose2d`` whose weight gradient on the CPU is one matrix product.
+"""``Conv2d`` and ``ConvTranspose2d`` whose passes on the CPU are matrix products where that is faster.
 
 On this project's reference CPU (AVX2, no AVX-512), oneDNN computes the weight gradient of the
 paper's 4x4 stride-2 convs with its older ``jit:avx2`` kernels at 55-90 GFLOP/s, against 90-150 for
@@ -14,19 +14,30 @@ conv the roles swap: its input ``x`` is the (N, Ci) matrix and the patches come 
 gradient.  On the 96 px paper model at batch 32 this takes the weight gradients of a step from
 258 ms to 191 ms (32 px, batch 128: 62 to 42 ms).
 
-The GEMM pays for its im2col copy only when both channel counts are large enough: a layer with fewer
-than ``GEMM_MIN_CHANNELS`` input or output channels keeps oneDNN's weight gradient.  Measured per
-layer on the reference CPU (the paper model and the CPU files' narrow one, widths 32-64-128(-256), at
-32 and 96 px), the GEMM was faster on all 15 layers with 64 or more channels on both sides (e.g.
-256 -> 512 channels at 10 px: 18.7 vs 32.6 ms), and slower in sum on the 12 with 3 or 32 on a side
-(73 vs 66 ms; slower on 9 of them, e.g. the 3 -> 32 input conv at 96 px: 5.8 vs 3.5 ms).
+The forward pass and the input gradient are GEMMs too: a conv is the patches times the weight
+(``conv_gemm``), a transposed conv is each input pixel times the weight, added back into its
+k-window (``conv_transpose_gemm``, a col2im); the input gradient of each is the other one applied
+to ``g``.  oneDNN wins these on large maps (the im2col copy and the col2im adds cost more than its
+kernels lose), but on the smallest maps of a strided layer it runs at 47-80 GFLOP/s, so there the
+GEMM is faster: with 64+ channels on both sides, stride 2 and a map side of at most
+``GEMM_MAX_MAP`` = 4 on either end (32 px paper model: 128 -> 256 at 6 -> 2, forward 6.8 -> 4.3 ms
+and input gradient 10.8 -> 6.7 ms at batch 128; 256 -> 128 at 2 -> 6, 11.0 -> 7.0 and 6.8 ->
+4.5 ms; at 96 px the 4 x 4 layers gain 2-5 ms each).  On a side of 6 the GEMM already loses (64 ->
+128 at 15 -> 6: forward 8.9 vs 11.9 ms), and stride-1 convs on small maps (the resnet blocks'
+3x3 at 2 x 2, the maxpool variant's 4 x 4) are a tie, so they keep oneDNN.
 
-Only the weight gradient changes; the forward pass and the input gradient are torch's own
-(``aten.convolution`` and ``aten.convolution_backward``).  The sum is the same, taken in another
-order, so results agree to float rounding (tests/test_layers.py compares them in float64).  The fast
-path is used on the CPU for groups = 1, dilation = 1, zero padding and at least
-``GEMM_MIN_CHANNELS`` channels on both sides; elsewhere (CUDA: cuDNN) the
-layers are exactly torch's.  Parameters and state dicts are torch's.
+The GEMM pays for its im2col copy only when both channel counts are large enough: a layer with fewer
+than ``GEMM_MIN_CHANNELS`` input or output channels keeps oneDNN for every pass.  Measured per
+layer on the reference CPU (the paper model and the CPU files' narrow one, widths 32-64-128(-256), at
+32 and 96 px), the weight-gradient GEMM was faster on all 15 layers with 64 or more channels on both
+sides (e.g. 256 -> 512 channels at 10 px: 18.7 vs 32.6 ms), and slower in sum on the 12 with 3 or
+32 on a side (73 vs 66 ms; slower on 9 of them, e.g. the 3 -> 32 input conv at 96 px: 5.8 vs 3.5 ms).
+
+The sums are the same, taken in another order, so results agree to float rounding
+(tests/test_layers.py compares every pass in float64).  The GEMM passes are used on the CPU for
+groups = 1, dilation = 1 and zero padding, when a gradient is being recorded; elsewhere (CUDA:
+cuDNN; evaluation under ``no_grad``) the layers are exactly torch's.  Parameters and state dicts
+are torch's.
 """
 from __future__ import annotations
 
@@ -36,8 +47,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 # Switch for comparisons (tests/test_layers.py); the suite always leaves it on.
-GEMM_WEIGHT_GRAD = True
-GEMM_MIN_CHANNELS = 64       # fewer input or output channels: oneDNN's weight gradient (see above)
+GEMM_CONVS = True
+GEMM_MIN_CHANNELS = 64       # fewer input or output channels: oneDNN's kernels for every pass (see above)
+GEMM_MAX_MAP = 4             # forward and input gradient as GEMM when a map side is at most this (see above)
 
 
 def _patches(t: torch.Tensor, h: int, w: int, k: tuple[int, int], s: tuple[int, int]) -> torch.Tensor:
@@ -76,54 +88,136 @@ def conv_transpose_weight_grad(x: torch.Tensor, g: torch.Tensor, k: tuple[int, i
     return grad.view(x.shape[1], k[0], k[1], g.shape[1]).permute(0, 3, 1, 2)
 
 
+def _weight_rows(w: torch.Tensor) -> torch.Tensor:
+    """(A, B, kh, kw) -> (A, kh*kw*B), the patches' (kh, kw, C) order; a view when ``w`` is channels_last."""
+    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def _like_torch(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``out`` (channels_last) in the memory format torch's CPU convolution returns: channels_last
+    when the input or the weight is, else contiguous."""
+    cl = torch.channels_last
+    if any(t.is_contiguous(memory_format=cl) and not t.is_contiguous() for t in (x, w)):
+        return out.contiguous(memory_format=cl)
+    return out.contiguous()
+
+
+def conv_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+              padding: tuple[int, int]) -> torch.Tensor:
+    """``conv2d(x, w, bias, stride, padding)`` as one GEMM: the (N, kh*kw*Ci) patches times the
+    (Co, kh*kw*Ci) weight, transposed; the (N, Co) product is the output in channels_last."""
+    k = w.shape[2:]
+    if any(padding):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    h, wd = (x.shape[2] - k[0]) // stride[0] + 1, (x.shape[3] - k[1]) // stride[1] + 1
+    cols, wm = _patches(x, h, wd, k, stride), _weight_rows(w).t()
+    out = cols @ wm if bias is None else torch.addmm(bias, cols, wm)
+    return out.view(x.shape[0], h, wd, w.shape[0]).permute(0, 3, 1, 2)
+
+
+def conv_transpose_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+                        padding: tuple[int, int], output_padding: tuple[int, int]) -> torch.Tensor:
+    """``conv_transpose2d(x, w, bias, stride, padding, output_padding)`` as one GEMM and a col2im:
+    each input pixel's row (Ci) times the (Ci, kh*kw*Co) weight is the k-window it adds to the
+    output at stride s; the kh*kw strided adds build the uncropped output, of which rows
+    p .. p + H are kept (H = (h-1)*s - 2p + k + output_padding, per side)."""
+    b, _, h, wd = x.shape
+    k, co = w.shape[2:], w.shape[1]
+    cols = (_as_rows(x) @ _weight_rows(w)).view(b, h, wd, k[0], k[1], co)
+    size = [(n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in zip((h, wd), stride, padding, k, output_padding)]
+    full = [max((n - 1) * s + kk, p + o) for n, s, kk, p, o in zip((h, wd), stride, k, padding, size)]
+    buf = x.new_zeros(b, full[0], full[1], co)
+    reach = (stride[0] * (h - 1) + 1, stride[1] * (wd - 1) + 1)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            buf[:, i:i + reach[0]:stride[0], j:j + reach[1]:stride[1]] += cols[:, :, :, i, j]
+    out = buf[:, padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1]]
+    if bias is not None:
+        out = out + bias
+    return out.permute(0, 3, 1, 2)
+
+
 class _Conv(torch.autograd.Function):
-    """torch's convolution forward and input gradient; the weight gradient from the functions above."""
+    """A conv or transposed conv whose three passes each take torch's kernel or the GEMM, as
+    ``route`` = (forward, input gradient, weight gradient) says."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, transposed, output_padding):
+    def forward(ctx, x, weight, bias, stride, padding, transposed, output_padding, route):
         ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, transposed, output_padding, weight.shape[2:])
+        ctx.conf = (stride, padding, transposed, output_padding, weight.shape[2:], route)
         ctx.has_bias = bias is not None
-        return torch.ops.aten.convolution(x, weight, bias, stride, padding, (1, 1), transposed, output_padding, 1)
+        if not route[0]:
+            return torch.ops.aten.convolution(x, weight, bias, stride, padding, (1, 1), transposed, output_padding, 1)
+        out = (conv_transpose_gemm(x, weight, bias, stride, padding, output_padding) if transposed
+               else conv_gemm(x, weight, bias, stride, padding))
+        return _like_torch(out, x, weight)
 
     @staticmethod
     @once_differentiable          # no double backward through the GEMM (the suite never needs one)
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        stride, padding, transposed, output_padding, k = ctx.conf
+        stride, padding, transposed, output_padding, k, route = ctx.conf
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(g, x, weight, None, stride, padding, (1, 1), transposed,
-                                                     output_padding, 1, [True, False, False])[0]
+            if not route[1]:
+                gx = torch.ops.aten.convolution_backward(g, x, weight, None, stride, padding, (1, 1), transposed,
+                                                         output_padding, 1, [True, False, False])[0]
+            elif transposed:        # the input gradient of a transposed conv is a conv of g
+                gx = _like_torch(conv_gemm(g, weight, None, stride, padding), x, weight)
+            else:                   # ... and of a conv, a transposed conv of g back to x's size
+                op = [n - ((m - 1) * s - 2 * p + kk)
+                      for n, m, s, p, kk in zip(x.shape[2:], g.shape[2:], stride, padding, k)]
+                gx = _like_torch(conv_transpose_gemm(g, weight, None, stride, padding, op), x, weight)
         if ctx.needs_input_grad[1]:
-            gw = (conv_transpose_weight_grad(x, g, k, stride, padding, output_padding) if transposed
-                  else conv_weight_grad(x, g, k, stride, padding))
+            if not route[2]:
+                gw = torch.ops.aten.convolution_backward(g, x, weight, None, stride, padding, (1, 1), transposed,
+                                                         output_padding, 1, [False, True, False])[1]
+            elif transposed:
+                gw = conv_transpose_weight_grad(x, g, k, stride, padding, output_padding)
+            else:
+                gw = conv_weight_grad(x, g, k, stride, padding)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum((0, 2, 3))
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
 
 
-def _fast(layer: nn.modules.conv._ConvNd, x: torch.Tensor) -> bool:
-    return (GEMM_WEIGHT_GRAD and x.device.type == "cpu" and x.dim() == 4 and layer.groups == 1
-            and min(layer.in_channels, layer.out_channels) >= GEMM_MIN_CHANNELS
+def _route(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> tuple[bool, bool, bool] | None:
+    """Which passes of this call take the GEMM (forward, input gradient, weight gradient), or None
+    for torch's layer unchanged; the rules and their measurements are in the module docstring."""
+    if not (GEMM_CONVS and x.device.type == "cpu" and x.dim() == 4 and layer.groups == 1
             and layer.dilation == (1, 1) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
-            and torch.is_grad_enabled() and layer.weight.requires_grad)
+            and torch.is_grad_enabled() and layer.weight.requires_grad):
+        return None
+    wide = min(layer.in_channels, layer.out_channels) >= GEMM_MIN_CHANNELS
+    small = wide and min(layer.stride) > 1 and min(*x.shape[2:], *_out_hw(layer, x, transposed)) <= GEMM_MAX_MAP
+    route = (small, small, wide)
+    return route if any(route) else None
+
+
+def _out_hw(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> tuple[int, int]:
+    """The output's (H, W) for a 4-d input."""
+    k, s, p = layer.kernel_size, layer.stride, layer.padding
+    if transposed:
+        return tuple((n - 1) * s[i] - 2 * p[i] + k[i] + layer.output_padding[i] for i, n in enumerate(x.shape[2:]))
+    return tuple((n + 2 * p[i] - k[i]) // s[i] + 1 for i, n in enumerate(x.shape[2:]))
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same arguments, parameters and state dict); weight gradient as above on the CPU."""
+    """``nn.Conv2d`` (same arguments, parameters and state dict); GEMM passes as above on the CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _fast(self, x):
+        route = _route(self, x, False)
+        if route is None:
             return super().forward(x)
-        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, False, (0, 0))
+        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, False, (0, 0), route)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` (same arguments, parameters and state dict); weight gradient as above on
+    """``nn.ConvTranspose2d`` (same arguments, parameters and state dict); GEMM passes as above on
     the CPU.  Called without ``output_size`` (the layer's own ``output_padding`` is used)."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        if output_size is not None or not _fast(self, x):
+        route = _route(self, x, True) if output_size is None else None
+        if route is None:
             return super().forward(x, output_size)
-        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, True, self.output_padding)
+        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, True, self.output_padding, route)

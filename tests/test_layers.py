@@ -1,6 +1,7 @@
-"""models/layers.py: the CPU weight gradient of Conv2d / ConvTranspose2d as one GEMM equals torch's
-(in float64, where the different summation order is invisible), for every geometry the models use
-and some they do not; whole models get the same gradients with and without it."""
+"""models/layers.py: the CPU passes of Conv2d / ConvTranspose2d as GEMMs (forward, input gradient,
+weight gradient) equal torch's (in float64, where the different summation order is invisible), for
+every geometry the models use and some they do not; whole models get the same gradients with and
+without them; and each pass takes the GEMM exactly where the measured rules say."""
 import itertools
 
 import pytest
@@ -15,6 +16,7 @@ def _float64_small_layers(monkeypatch):
     """Every tensor and layer of these tests is float64, and small layers take the GEMM too (the
     channel floor is a speed choice, tested on its own below)."""
     monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 1)
+    monkeypatch.setattr(layers, "GEMM_MAX_MAP", 10**6)
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -82,7 +84,7 @@ def test_the_gemm_computes_the_weight_gradient_and_only_when_it_can(monkeypatch)
     with torch.no_grad():                    # no gradient wanted: torch's layer, no autograd.Function
         conv(x)
     layers.Conv2d(4, 4, 3, groups=2)(torch.randn(1, 4, 6, 6)).sum().backward()      # groups: torch's path
-    monkeypatch.setattr(layers, "GEMM_WEIGHT_GRAD", False)
+    monkeypatch.setattr(layers, "GEMM_CONVS", False)
     conv(x).sum().backward()
     assert calls == [1]
 
@@ -95,6 +97,34 @@ def test_layers_with_few_channels_keep_torchs_weight_gradient(monkeypatch):
     for c_in, c_out in ((64, 3), (32, 64), (64, 64), (128, 64)):
         layers.ConvTranspose2d(c_in, c_out, 4, 2)(torch.randn(2, c_in, 3, 3)).sum().backward()
     assert calls == [64, 128]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_forward_and_input_gradient_take_the_gemm_only_on_small_maps_of_strided_layers(transposed, monkeypatch):
+    monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 64)
+    monkeypatch.setattr(layers, "GEMM_MAX_MAP", 4)
+    calls = []
+    for name in ("conv_gemm", "conv_transpose_gemm"):
+        real = getattr(layers, name)
+        monkeypatch.setattr(layers, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    layer_type = layers.ConvTranspose2d if transposed else layers.Conv2d
+    fwd, back = ("conv_transpose_gemm", "conv_gemm") if transposed else ("conv_gemm", "conv_transpose_gemm")
+
+    def passes(c_in, c_out, k, s, p, side):
+        calls.clear()
+        x = torch.randn(2, c_in, side, side, requires_grad=True)
+        layer_type(c_in, c_out, k, s, p)(x).sum().backward()
+        return list(calls)
+
+    # the 32 px paper model's bottleneck layer (6 -> 2, or 2 -> 6 transposed): both passes
+    assert passes(64, 64, 4, 2, 0, 2 if transposed else 6) == [fwd, back]
+    # a side of 6 at both ends, a stride-1 layer on a 2 x 2 map, too few channels: oneDNN
+    assert passes(64, 64, 4, 2, 0, 6 if transposed else 15) == []
+    assert passes(64, 64, 3, 1, 1, 2) == []
+    assert passes(32, 64, 4, 2, 0, 2 if transposed else 6) == []
+    with torch.no_grad():                                  # no gradient recorded: torch's layer
+        layer_type(64, 64, 4, 2)(torch.randn(2, 64, 2 if transposed else 6, 2 if transposed else 6))
+    assert calls == []
 
 
 def test_state_dict_is_torchs():
@@ -117,7 +147,7 @@ def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypat
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     ours = grads()
-    monkeypatch.setattr(layers, "GEMM_WEIGHT_GRAD", False)
+    monkeypatch.setattr(layers, "GEMM_CONVS", False)
     ref = grads()
     assert ours.keys() == ref.keys()
     for n in ours:

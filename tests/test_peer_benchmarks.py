@@ -14,8 +14,8 @@ same resident batch, same loss (summed MSE + analytic KL), same Adam, on this de
   DataLoader) on the very same encoder/decoder (``pip install -e ".[peers]"``; skipped otherwise),
   timed in the same interleaved rounds as the others;
 * ``plain_cl_kept`` — ``plain_cl`` in a process that keeps freed memory as ``bench run``'s does;
-* ``trainer_torch_defaults`` — ``trainer`` in a default process with torch's own weight gradients for
-  the convs instead of models/layers.py's GEMM: the trainer without the suite's two CPU-only
+* ``trainer_torch_defaults`` — ``trainer`` in a default process with torch's own convolutions for
+  every pass instead of models/layers.py's GEMMs: the trainer without the suite's two CPU-only
   settings (every other variant uses the suite's network, layers included).
 
 Every variant runs in its own process, set up as its users would run it: the trainer variants in a
@@ -136,7 +136,7 @@ def _pythae(image_size: int, x: torch.Tensor, tmp_path):
 class Variant(NamedTuple):
     build: Callable        # (image_size, x, tmp dir) -> (step, its argument) or pythae's (step, images)
     keeps_freed: bool      # the process keeps freed memory, as `bench run`'s does
-    gemm_weight_grad: bool = True   # models/layers.py's CPU weight gradient (False: torch's convs)
+    gemm_convs: bool = True         # models/layers.py's CPU GEMM passes (False: torch's convs)
 
 
 VARIANTS = {
@@ -157,7 +157,7 @@ def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
     ``measure`` (images/s) and ``step`` (one untimed step) on stdin until it closes."""
     reply, sys.stdout = sys.stdout, sys.stderr   # whatever a variant prints stays off the answers
     spec = VARIANTS[variant]
-    layers.GEMM_WEIGHT_GRAD = spec.gemm_weight_grad
+    layers.GEMM_CONVS = spec.gemm_convs
     if spec.keeps_freed:
         keep_freed_memory()
     x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
