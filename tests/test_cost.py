@@ -62,7 +62,7 @@ def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):
         calls.append(device)
         return 1.5e11
 
-    monkeypatch.setattr(cost, "_measure_matmul_peak", fake_measure)
+    monkeypatch.setattr(cost, "measure_matmul_peak", fake_measure)
     assert cost.device_matmul_peak("cpu") == 1.5e11
     assert cost.device_matmul_peak(torch.device("cpu")) == 1.5e11
     assert len(calls) == 1
@@ -77,7 +77,7 @@ def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):
 
 
 def test_real_matmul_peak_is_plausible():
-    peak = cost._measure_matmul_peak(torch.device("cpu"), n=256, repeats=2)
+    peak = cost.measure_matmul_peak(torch.device("cpu"), n=256, repeats=2)
     assert 1e6 < peak < 1e15
 
 
@@ -105,11 +105,11 @@ def test_peak_memory_is_none_off_cuda():
 def test_device_peak_measured_on_a_busy_machine_is_not_cached(monkeypatch, tmp_path):
     monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path))
     monkeypatch.setattr(cost.os, "getloadavg", lambda: (9.0, 9.0, 9.0))     # others share the CPU
-    monkeypatch.setattr(cost, "_measure_matmul_peak", lambda device, n=None, repeats=5: 3.3e10)
+    monkeypatch.setattr(cost, "measure_matmul_peak", lambda device, n=None, repeats=5: 3.3e10)
     assert cost.device_matmul_peak("cpu") == 3.3e10
     assert not (tmp_path / "device_peak.json").exists()                    # too low to keep
     monkeypatch.setattr(cost.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
-    monkeypatch.setattr(cost, "_measure_matmul_peak", lambda device, n=None, repeats=5: 2.1e11)
+    monkeypatch.setattr(cost, "measure_matmul_peak", lambda device, n=None, repeats=5: 2.1e11)
     assert cost.device_matmul_peak("cpu") == 2.1e11
     key = cost.device_key("cpu")
     assert json.loads((tmp_path / "device_peak.json").read_text())[key]["busy"] is False

@@ -1,10 +1,13 @@
 """The peers benchmark's worker processes (tests/test_peer_benchmarks.py) answer as the benchmark
 expects, in plain `pytest`: a variant measures and steps in its own process, a missing peer is a skip
-with its reason, and a variant's own printing never reaches the answers."""
+with its reason, and a variant's own printing never reaches the answers; MFU's peak is the highest
+measured in the rounds or at the session's start."""
 import importlib.util
 
 import pytest
-from test_peer_benchmarks import _Worker
+from test_peer_benchmarks import _interleaved_with_peak, _Worker
+
+from bench.metrics import cost
 
 
 def test_a_worker_measures_and_steps_in_its_own_process(tmp_path):
@@ -24,3 +27,18 @@ def test_pythae_worker_skips_with_the_reason_when_pythae_is_absent(tmp_path):
     w = _Worker("pythae", 32, 2, tmp_path)
     w.close()
     assert w.skipped and "pythae not installed" in w.skipped
+
+
+def test_the_peak_is_measured_in_every_round_and_the_highest_counts(monkeypatch):
+    measured = iter([1.0e11, 1.6e11, 1.2e11])
+    monkeypatch.setattr(cost, "measure_matmul_peak", lambda device: next(measured))
+    monkeypatch.setattr(cost, "device_matmul_peak", lambda device: 1.4e11)
+    order = []
+    ips, peak, peaks = _interleaved_with_peak({"a": lambda: order.append("a") or 5.0,
+                                               "b": lambda: order.append("b") or 7.0}, 3)
+    assert ips == {"a": 5.0, "b": 7.0}
+    assert peaks == [1.0e11, 1.6e11, 1.2e11] and peak == 1.6e11
+    assert order == ["a", "b"] * 3
+    monkeypatch.setattr(cost, "device_matmul_peak", lambda device: 2.0e11)
+    measured = iter([1.0e11])
+    assert _interleaved_with_peak({"a": lambda: 1.0}, 1)[1] == 2.0e11

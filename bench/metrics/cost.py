@@ -114,7 +114,7 @@ def device_key(device: torch.device | str) -> str:
             f"| {str(peak_dtype(device)).replace('torch.', '')} | best-of-repeats v2")
 
 
-def _measure_matmul_peak(device: torch.device, n: int | None = None, repeats: int = 7) -> float:
+def measure_matmul_peak(device: torch.device, n: int | None = None, repeats: int = 7) -> float:
     """Best FLOP/s of an (n x n) @ (n x n) matmul on ``device``.
 
     A *peak*, so the fastest repeat counts (the median would fold in interference from other
@@ -147,7 +147,7 @@ def device_matmul_peak(device: torch.device | str) -> float:
     if isinstance(entry, dict) and entry.get("flops_per_s", 0) > 0 and not entry.get("busy", True):
         return float(entry["flops_per_s"])
     load = os.getloadavg()[0]
-    peak = _measure_matmul_peak(device)
+    peak = measure_matmul_peak(device)
     load = max(load, os.getloadavg()[0])
     # A peak measured while other processes share a CPU is too low (every MFU against it too high):
     # it is used for this call but never cached, so the next quiet measurement replaces it.
