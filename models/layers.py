@@ -138,15 +138,15 @@ def conv_transpose_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | N
 
 
 class _Conv(torch.autograd.Function):
-    """A conv or transposed conv whose three passes each take torch's kernel or the GEMM, as
-    ``route`` = (forward, input gradient, weight gradient) says."""
+    """A conv or transposed conv whose weight gradient is the GEMM, and whose forward pass and input
+    gradient are too when ``small`` (else torch's kernels)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, transposed, output_padding, route):
+    def forward(ctx, x, weight, bias, stride, padding, transposed, output_padding, small):
         ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, transposed, output_padding, weight.shape[2:], route)
+        ctx.conf = (stride, padding, transposed, output_padding, weight.shape[2:], small)
         ctx.has_bias = bias is not None
-        if not route[0]:
+        if not small:
             return torch.ops.aten.convolution(x, weight, bias, stride, padding, (1, 1), transposed, output_padding, 1)
         out = (conv_transpose_gemm(x, weight, bias, stride, padding, output_padding) if transposed
                else conv_gemm(x, weight, bias, stride, padding))
@@ -156,10 +156,10 @@ class _Conv(torch.autograd.Function):
     @once_differentiable          # no double backward through the GEMM (the suite never needs one)
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        stride, padding, transposed, output_padding, k, route = ctx.conf
+        stride, padding, transposed, output_padding, k, small = ctx.conf
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            if not route[1]:
+            if not small:
                 gx = torch.ops.aten.convolution_backward(g, x, weight, None, stride, padding, (1, 1), transposed,
                                                          output_padding, 1, [True, False, False])[0]
             elif transposed:        # the input gradient of a transposed conv is a conv of g
@@ -169,29 +169,23 @@ class _Conv(torch.autograd.Function):
                       for n, m, s, p, kk in zip(x.shape[2:], g.shape[2:], stride, padding, k)]
                 gx = _like_torch(conv_transpose_gemm(g, weight, None, stride, padding, op), x, weight)
         if ctx.needs_input_grad[1]:
-            if not route[2]:
-                gw = torch.ops.aten.convolution_backward(g, x, weight, None, stride, padding, (1, 1), transposed,
-                                                         output_padding, 1, [False, True, False])[1]
-            elif transposed:
-                gw = conv_transpose_weight_grad(x, g, k, stride, padding, output_padding)
-            else:
-                gw = conv_weight_grad(x, g, k, stride, padding)
+            gw = (conv_transpose_weight_grad(x, g, k, stride, padding, output_padding) if transposed
+                  else conv_weight_grad(x, g, k, stride, padding))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None, None
 
 
-def _route(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> tuple[bool, bool, bool] | None:
-    """Which passes of this call take the GEMM (forward, input gradient, weight gradient), or None
-    for torch's layer unchanged; the rules and their measurements are in the module docstring."""
+def _route(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> bool | None:
+    """None: torch's layer unchanged; else the weight gradient is the GEMM, and the forward pass and
+    the input gradient are too when this is True.  The rules and their measurements are in the
+    module docstring."""
     if not (GEMM_CONVS and x.device.type == "cpu" and x.dim() == 4 and layer.groups == 1
+            and min(layer.in_channels, layer.out_channels) >= GEMM_MIN_CHANNELS
             and layer.dilation == (1, 1) and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple)
             and torch.is_grad_enabled() and layer.weight.requires_grad):
         return None
-    wide = min(layer.in_channels, layer.out_channels) >= GEMM_MIN_CHANNELS
-    small = wide and min(layer.stride) > 1 and min(*x.shape[2:], *_out_hw(layer, x, transposed)) <= GEMM_MAX_MAP
-    route = (small, small, wide)
-    return route if any(route) else None
+    return min(layer.stride) > 1 and min(*x.shape[2:], *_out_hw(layer, x, transposed)) <= GEMM_MAX_MAP
 
 
 def _out_hw(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> tuple[int, int]:
@@ -206,10 +200,10 @@ class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same arguments, parameters and state dict); GEMM passes as above on the CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        route = _route(self, x, False)
-        if route is None:
+        small = _route(self, x, False)
+        if small is None:
             return super().forward(x)
-        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, False, (0, 0), route)
+        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, False, (0, 0), small)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -217,7 +211,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     the CPU.  Called without ``output_size`` (the layer's own ``output_padding`` is used)."""
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
-        route = _route(self, x, True) if output_size is None else None
-        if route is None:
+        small = _route(self, x, True) if output_size is None else None
+        if small is None:
             return super().forward(x, output_size)
-        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, True, self.output_padding, route)
+        return _Conv.apply(x, self.weight, self.bias, self.stride, self.padding, True, self.output_padding, small)
