@@ -13,8 +13,9 @@ from models import MODELS, layers
 
 @pytest.fixture(autouse=True)
 def _float64_small_layers(monkeypatch):
-    """Every tensor and layer of these tests is float64, and small layers take the GEMM too (the
-    channel floor is a speed choice, tested on its own below)."""
+    """Every tensor and layer of these tests is float64, and every layer takes the GEMM for all three
+    passes, whatever its channels and map size (the channel floor and the small-map rule are speed
+    choices, tested on their own below)."""
     monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 1)
     monkeypatch.setattr(layers, "GEMM_MAX_MAP", 10**6)
     before = torch.get_default_dtype()
