@@ -24,7 +24,17 @@ GEMM is faster: with 64+ channels on both sides, stride 2 and a map side of at m
 and input gradient 10.8 -> 6.7 ms at batch 128; 256 -> 128 at 2 -> 6, 11.0 -> 7.0 and 6.8 ->
 4.5 ms; at 96 px the 4 x 4 layers gain 2-5 ms each).  On a side of 6 the GEMM already loses (64 ->
 128 at 15 -> 6: forward 8.9 vs 11.9 ms), and stride-1 convs on small maps (the resnet blocks'
-3x3 at 2 x 2, the maxpool variant's 4 x 4) are a tie, so they keep oneDNN.
+3x3 at 2 x 2, the maxpool variant's 4 x 4) are a tie, so they keep oneDNN.  These numbers were
+measured with a col2im of k*k single-tap strided adds; it now adds by output phase (4 block adds
+for k4/s2, see ``conv_transpose_gemm``; each output gets the same sums in the same order, so the
+results are bitwise the same), alone: 256 -> 128 at 2 -> 6, batch 128, 7.6 -> 7.5 ms;
+at 4 -> 10, batch 32, 7.2 -> 6.9; 512 -> 256 there, 27.0 -> 25.0.
+
+The decoder's RGB output layer (a transposed conv to 3 channels) keeps oneDNN too, although
+oneDNN runs its forward pass at about 18 GFLOP/s here and the GEMM is faster alone (64 -> 3 at
+15 -> 32, batch 128: 10.5 -> 5.3 ms; at 47 -> 96, batch 32: 17.6 -> 13.2): inside a train step
+the gain did not hold (paired rounds, whole step with / without it: paper model +5% at 32 px and
+-1% at 96 px; the CPU files' narrow model -6% to +3% at 32 px and -3% at 96 px).
 
 The GEMM pays for its im2col copy only when both channel counts are large enough: a layer with fewer
 than ``GEMM_MIN_CHANNELS`` input or output channels keeps oneDNN for every pass.  Measured per
@@ -119,19 +129,26 @@ def conv_transpose_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | N
                         padding: tuple[int, int], output_padding: tuple[int, int]) -> torch.Tensor:
     """``conv_transpose2d(x, w, bias, stride, padding, output_padding)`` as one GEMM and a col2im:
     each input pixel's row (Ci) times the (Ci, kh*kw*Co) weight is the k-window it adds to the
-    output at stride s; the kh*kw strided adds build the uncropped output, of which rows
-    p .. p + H are kept (H = (h-1)*s - 2p + k + output_padding, per side)."""
+    output at stride s.  The col2im goes by output phase: tap i = t*s + a of input pixel n lands on
+    output row (n + t)*s + a, so the taps with the same t are one block of s rows (a = 0 .. s-1)
+    added at block n + t, and ceil(k/s)^2 block adds (4 for k4/s2, against k^2 = 16 single-tap ones)
+    build the uncropped output, of which rows p .. p + H are kept (H = (h-1)*s - 2p + k +
+    output_padding, per side)."""
     b, _, h, wd = x.shape
-    k, co = w.shape[2:], w.shape[1]
+    k, co, s = w.shape[2:], w.shape[1], stride
     cols = (_as_rows(x) @ _weight_rows(w)).view(b, h, wd, k[0], k[1], co)
-    size = [(n - 1) * s - 2 * p + kk + op for n, s, p, kk, op in zip((h, wd), stride, padding, k, output_padding)]
-    full = [max((n - 1) * s + kk, p + o) for n, s, kk, p, o in zip((h, wd), stride, k, padding, size)]
-    buf = x.new_zeros(b, full[0], full[1], co)
-    reach = (stride[0] * (h - 1) + 1, stride[1] * (wd - 1) + 1)
-    for i in range(k[0]):
-        for j in range(k[1]):
-            buf[:, i:i + reach[0]:stride[0], j:j + reach[1]:stride[1]] += cols[:, :, :, i, j]
-    out = buf[:, padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1]]
+    size = [(n - 1) * ss - 2 * p + kk + op for n, ss, p, kk, op in zip((h, wd), s, padding, k, output_padding)]
+    taps = [-(-kk // ss) for kk, ss in zip(k, s)]                          # ceil(k / s) blocks of taps
+    blocks = [max(n + t - 1, -(-(p + o) // ss)) for n, t, p, o, ss in zip((h, wd), taps, padding, size, s)]
+    buf = x.new_zeros(b, blocks[0], s[0], blocks[1], s[1], co)
+    for ty in range(taps[0]):
+        ay = min(s[0], k[0] - ty * s[0])
+        for tx in range(taps[1]):
+            ax = min(s[1], k[1] - tx * s[1])
+            tap = cols[:, :, :, ty * s[0]:ty * s[0] + ay, tx * s[1]:tx * s[1] + ax]
+            buf[:, ty:ty + h, :ay, tx:tx + wd, :ax] += tap.permute(0, 1, 3, 2, 4, 5)
+    full = buf.view(b, blocks[0] * s[0], blocks[1] * s[1], co)
+    out = full[:, padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1]]
     if bias is not None:
         out = out + bias
     return out.permute(0, 3, 1, 2)

@@ -128,19 +128,36 @@ def test_forward_and_input_gradient_take_the_gemm_only_on_small_maps_of_strided_
     assert calls == []
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_the_phase_col2im_adds_what_single_taps_add_in_the_same_order(geometry):
+    """float32, bitwise: each output gets the same taps in the same order as a col2im of k*k
+    single-tap strided adds, so runs keep their numbers."""
+    k, s, p, op = (_pair(v) for v in geometry)
+    if any(o >= st for o, st in zip(op, s)):
+        pytest.skip("output_padding must be smaller than the stride")
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float32).contiguous(memory_format=CL)
+    w = torch.randn(6, 4, *k, dtype=torch.float32).contiguous(memory_format=CL)
+    b, _, h, wd = x.shape
+    cols = (layers._as_rows(x) @ layers._weight_rows(w)).view(b, h, wd, k[0], k[1], 4)
+    size = [(n - 1) * st - 2 * pp + kk + o for n, st, pp, kk, o in zip((h, wd), s, p, k, op)]
+    full = [max((n - 1) * st + kk, pp + sz) for n, st, kk, pp, sz in zip((h, wd), s, k, p, size)]
+    buf = x.new_zeros(b, *full, 4)
+    for i in range(k[0]):
+        for j in range(k[1]):
+            buf[:, i:i + s[0] * (h - 1) + 1:s[0], j:j + s[1] * (wd - 1) + 1:s[1]] += cols[:, :, :, i, j]
+    single = buf[:, p[0]:p[0] + size[0], p[1]:p[1] + size[1]].permute(0, 3, 1, 2)
+    assert torch.equal(layers.conv_transpose_gemm(x, w, None, s, p, op), single)
+
+
 def test_state_dict_is_torchs():
     assert list(layers.Conv2d(3, 4, 3).state_dict()) == list(nn.Conv2d(3, 4, 3).state_dict())
     assert list(layers.ConvTranspose2d(3, 4, 3, bias=False).state_dict()) == ["weight"]
 
 
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypatch):
-    """The whole model in float64 and channels_last (a run's layout): every parameter's gradient."""
-    torch.manual_seed(0)
-    model = MODELS.build(name, {"image_size": 32, "widths": [8, 16, 32], "latent_dim": 16})
-    model = model.train().to(memory_format=CL)
-    x = torch.rand(4, 3, 32, 32).contiguous(memory_format=CL)
-
+def _same_grads_with_and_without(model: nn.Module, x: torch.Tensor, monkeypatch) -> None:
+    """Every parameter's gradient of a VAE loss, with models/layers.py's GEMMs as routed now and
+    with torch's layers everywhere."""
     def grads():
         model.zero_grad(set_to_none=True)
         out = model(x, generator=torch.Generator().manual_seed(1))
@@ -153,3 +170,28 @@ def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypat
     assert ours.keys() == ref.keys()
     for n in ours:
         torch.testing.assert_close(ours[n], ref[n], rtol=1e-9, atol=1e-11, msg=n)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypatch):
+    """The whole model in float64 and channels_last (a run's layout): every parameter's gradient."""
+    torch.manual_seed(0)
+    model = MODELS.build(name, {"image_size": 32, "widths": [8, 16, 32], "latent_dim": 16})
+    model = model.train().to(memory_format=CL)
+    _same_grads_with_and_without(model, torch.rand(4, 3, 32, 32).contiguous(memory_format=CL), monkeypatch)
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_the_paper_model_gets_the_same_gradients_with_the_measured_rules(size, monkeypatch):
+    """The paper model at its own widths with the rules a run uses: torch's layers, GEMM weight
+    gradients and all-GEMM layers side by side in one model."""
+    monkeypatch.setattr(layers, "GEMM_MIN_CHANNELS", 64)
+    monkeypatch.setattr(layers, "GEMM_MAX_MAP", 4)
+    torch.manual_seed(0)
+    model = MODELS.build("paper", {"image_size": size}).train().to(memory_format=CL)
+    x = torch.rand(2, 3, size, size).contiguous(memory_format=CL)
+    routes = []
+    real_route = layers._route
+    monkeypatch.setattr(layers, "_route", lambda *a: routes.append(real_route(*a)) or routes[-1])
+    _same_grads_with_and_without(model, x, monkeypatch)
+    assert {None, False, True} <= set(routes)       # torch's layer, GEMM weight gradient only, all GEMM
