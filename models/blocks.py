@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.layers import Conv2d, ConvTranspose2d
+from models.layers import Conv2d, ConvTranspose2d, conv_out
 
 Down = Literal["stride", "maxpool"]
 Up = Literal["deconv", "upsample"]
@@ -26,11 +26,6 @@ Up = Literal["deconv", "upsample"]
 
 PADDING = 0              # conv padding for every kernel: the paper's "no padding"
 POOL_PAD = (0, 1, 0, 1)  # extra (left, right, top, bottom) zeros before a max-pool stage's conv
-
-
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """floor((in + 2p - k) / s) + 1  (<= 0 means the image is too small)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def down_size(size: int, kernel: int, mode: Down) -> int:

@@ -62,6 +62,16 @@ GEMM_MIN_CHANNELS = 64       # fewer input or output channels: oneDNN's kernels 
 GEMM_MAX_MAP = 4             # forward and input gradient as GEMM when a map side is at most this (see above)
 
 
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """A conv's output side: floor((in + 2p - k) / s) + 1  (<= 0 means the input is too small)."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_transpose_out(size: int, kernel: int, stride: int, padding: int, output_padding: int) -> int:
+    """A transposed conv's output side: (in - 1) * s - 2p + k + output_padding."""
+    return (size - 1) * stride - 2 * padding + kernel + output_padding
+
+
 def _patches(t: torch.Tensor, h: int, w: int, k: tuple[int, int], s: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> (B*h*w, kh*kw*C): the k-window at stride s of every one of the h x w
     positions, in (kh, kw, C) order (im2col).  A strided view of ``t`` in any memory format, copied once."""
@@ -119,7 +129,7 @@ def conv_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, strid
     k = w.shape[2:]
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    h, wd = (x.shape[2] - k[0]) // stride[0] + 1, (x.shape[3] - k[1]) // stride[1] + 1
+    h, wd = (conv_out(n, kk, st, 0) for n, kk, st in zip(x.shape[2:], k, stride))
     cols, wm = _patches(x, h, wd, k, stride), _weight_rows(w).t()
     out = cols @ wm if bias is None else torch.addmm(bias, cols, wm)
     return out.view(x.shape[0], h, wd, w.shape[0]).permute(0, 3, 1, 2)
@@ -137,7 +147,7 @@ def conv_transpose_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | N
     b, _, h, wd = x.shape
     k, co, s = w.shape[2:], w.shape[1], stride
     cols = (_as_rows(x) @ _weight_rows(w)).view(b, h, wd, k[0], k[1], co)
-    size = [(n - 1) * ss - 2 * p + kk + op for n, ss, p, kk, op in zip((h, wd), s, padding, k, output_padding)]
+    size = [conv_transpose_out(*a) for a in zip((h, wd), k, s, padding, output_padding)]
     taps = [-(-kk // ss) for kk, ss in zip(k, s)]                          # ceil(k / s) blocks of taps
     blocks = [max(n + t - 1, -(-(p + o) // ss)) for n, t, p, o, ss in zip((h, wd), taps, padding, size, s)]
     buf = x.new_zeros(b, blocks[0], s[0], blocks[1], s[1], co)
@@ -182,8 +192,8 @@ class _Conv(torch.autograd.Function):
             elif transposed:        # the input gradient of a transposed conv is a conv of g
                 gx = _like_torch(conv_gemm(g, weight, None, stride, padding), x, weight)
             else:                   # ... and of a conv, a transposed conv of g back to x's size
-                op = [n - ((m - 1) * s - 2 * p + kk)
-                      for n, m, s, p, kk in zip(x.shape[2:], g.shape[2:], stride, padding, k)]
+                op = [n - conv_transpose_out(m, kk, s, p, 0)
+                      for n, m, kk, s, p in zip(x.shape[2:], g.shape[2:], k, stride, padding)]
                 gx = _like_torch(conv_transpose_gemm(g, weight, None, stride, padding, op), x, weight)
         if ctx.needs_input_grad[1]:
             gw = (conv_transpose_weight_grad(x, g, k, stride, padding, output_padding) if transposed
@@ -207,10 +217,10 @@ def _route(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) ->
 
 def _out_hw(layer: nn.modules.conv._ConvNd, x: torch.Tensor, transposed: bool) -> tuple[int, int]:
     """The output's (H, W) for a 4-d input."""
-    k, s, p = layer.kernel_size, layer.stride, layer.padding
+    sides = zip(x.shape[2:], layer.kernel_size, layer.stride, layer.padding)
     if transposed:
-        return tuple((n - 1) * s[i] - 2 * p[i] + k[i] + layer.output_padding[i] for i, n in enumerate(x.shape[2:]))
-    return tuple((n + 2 * p[i] - k[i]) // s[i] + 1 for i, n in enumerate(x.shape[2:]))
+        return tuple(conv_transpose_out(*a, op) for a, op in zip(sides, layer.output_padding))
+    return tuple(conv_out(*a) for a in sides)
 
 
 class Conv2d(nn.Conv2d):
