@@ -47,10 +47,30 @@ def test_interleaved_takes_rounds_in_turn_and_the_median_of_each():
         return f
 
     ips = cost.interleaved({"a": measure("a"), "b": measure("b")}, rounds=3)
-    assert order == ["a", "b"] * 3                   # every variant once per round, not all of a then all of b
+    assert order == ["a", "b", "b", "a", "a", "b"]   # every variant once per round, the order turning
     assert ips == {"a": 3.0, "b": 4.0}               # medians; b's mean would be 15.3
     with pytest.raises(ValueError):
         cost.interleaved({"a": measure("a")}, rounds=0)
+
+
+def test_interleaved_rounds_turn_so_each_variant_takes_each_place():
+    order = []
+    got = cost.interleaved_rounds({k: (lambda k=k: order.append(k) or len(order)) for k in "abc"}, rounds=3)
+    assert order == list("abc" "bca" "cab")
+    assert got == {"a": [1, 6, 8], "b": [2, 4, 9], "c": [3, 5, 7]}
+
+
+def test_paired_ratio_compares_round_by_round_so_a_drift_cancels():
+    # The machine slows down by half over the run; a is always 1.2x b within a round.
+    a, b = [120.0, 90.0, 60.0], [100.0, 75.0, 50.0]
+    assert cost.paired_ratio(a, b) == pytest.approx((1.2, 1.2, 1.2))
+    # One slow round for a alone: the median ignores it, the range shows it.
+    med, lo, hi = cost.paired_ratio([120.0, 45.0, 60.0, 30.0], [100.0, 75.0, 50.0, 25.0])
+    assert (med, lo, hi) == pytest.approx((1.2, 0.6, 1.2))
+    with pytest.raises(ValueError):
+        cost.paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        cost.paired_ratio([], [])
 
 
 def test_device_peak_measured_once_then_cached(monkeypatch, tmp_path):

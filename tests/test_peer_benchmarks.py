@@ -22,16 +22,20 @@ Every variant runs in its own process, set up as its users would run it: the tra
 process prepared as ``bench run`` prepares one (``bench.runtime.keep_freed_memory``), the plain loops
 and pythae in a default one (``plain_cl_kept`` shows how much of the difference is that setting).
 The processes take turns: images/s is the median over interleaved rounds
-(``bench.metrics.cost.interleaved``) of the median of timed calls (``cost.throughput``), so a slow
-spell of a shared machine hits every variant.  MFU is against the device's fp32 matmul peak, measured
-in the same rounds (one measurement per round, between the variants) and at the session's start; the
-highest of these counts, since a peak measured in a slow spell would inflate every MFU.  Targets
+(``bench.metrics.cost.interleaved_rounds``; the order turns by one each round) of the median of timed
+calls (``cost.throughput``), so a slow spell of a shared machine hits every variant.  The ratios
+compare two variants round by round (``cost.paired_ratio``): their median, and their range over the
+rounds, which says whether this one run decides a target (every round on the same side of it).
+MFU is against the device's fp32 matmul peak, measured in the same rounds (one measurement per
+round, among the variants) and at the session's start; the highest of these counts, since a peak
+measured in a slow spell would inflate every MFU.  Targets
 (issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
->= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``), and
+>= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``, ``*_decided_by_this_run``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
 """
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable
@@ -228,18 +232,27 @@ def start_worker(tmp_path):
 
 
 def _interleaved_with_peak(measures: dict, rounds: int) -> tuple[dict, float, list[float]]:
-    """(images/s of each measure, matmul peak FLOP/s, the per-round peaks): ``cost.interleaved``
-    with the device's matmul peak measured once per round among the variants.  The peak used is
-    the highest of those and the session's; a lower one would only raise every MFU."""
+    """(every round's images/s of each measure, matmul peak FLOP/s, the per-round peaks):
+    ``cost.interleaved_rounds`` with the device's matmul peak measured once per round among the
+    variants.  The peak used is the highest of those and the session's; a lower one would only raise
+    every MFU."""
     peaks: list[float] = []
 
     def peak() -> float:
         peaks.append(cost.measure_matmul_peak(CPU))
         return peaks[-1]
 
-    ips = cost.interleaved({**measures, "matmul peak": peak}, rounds)
-    del ips["matmul peak"]
-    return ips, max(cost.device_matmul_peak(CPU), *peaks), peaks
+    got = cost.interleaved_rounds({**measures, "matmul peak": peak}, rounds)
+    del got["matmul peak"]
+    return got, max(cost.device_matmul_peak(CPU), *peaks), peaks
+
+
+def _ratio_info(name: str, a: list[float], b: list[float], target: float) -> dict:
+    """``name`` (the round-by-round median of a / b), its range over the rounds, whether the median
+    meets ``target``, and whether this one run decides that (every round on the same side of it)."""
+    med, lo, hi = cost.paired_ratio(a, b)
+    return {name: round(med, 3), f"{name}_range": [round(lo, 3), round(hi, 3)],
+            f"{name}_target_met": med >= target, f"{name}_decided_by_this_run": lo >= target or hi < target}
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
@@ -248,17 +261,19 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
     for v, w in workers.items():
         if w.skipped:
             benchmark.extra_info[v] = f"skipped: {w.skipped}"
-    ips, peak, peaks = _interleaved_with_peak({v: w.measure for v, w in workers.items() if not w.skipped}, ROUNDS)
+    got, peak, peaks = _interleaved_with_peak({v: w.measure for v, w in workers.items() if not w.skipped},
+                                              ROUNDS)
     benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
-    best_plain = max(ips[v] for v in PLAIN)
+    ips = {k: statistics.median(v) for k, v in got.items()}
+    best_plain = max(PLAIN, key=ips.get)                  # the fastest plain loop by its median
     info = {f"{k}_images_per_s": round(v, 1) for k, v in ips.items()}
-    info["trainer_vs_best_plain"] = round(ips["trainer"] / best_plain, 3)
-    info["trainer_vs_best_plain_target_met"] = ips["trainer"] >= best_plain
+    info.update({f"{k}_images_per_s_by_round": [round(x, 1) for x in v] for k, v in got.items()})
+    info["best_plain"] = best_plain
+    info.update(_ratio_info("trainer_vs_best_plain", got["trainer"], got[best_plain], 1.0))
     if "pythae" in ips:
-        info["trainer_vs_pythae"] = round(ips["trainer"] / ips["pythae"], 3)
-        info["trainer_vs_pythae_target_met"] = ips["trainer"] >= 1.5 * ips["pythae"]
+        info.update(_ratio_info("trainer_vs_pythae", got["trainer"], got["pythae"], 1.5))
     mfu = {k: cost.mfu(flops, v, peak) for k, v in ips.items()}
     info.update({f"{k}_mfu": round(v, 3) for k, v in mfu.items()})
     info["matmul_peak_gflops"] = round(peak / 1e9, 1)
@@ -267,8 +282,9 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
     benchmark.extra_info.update(info)
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
-          + f"; trainer / best plain {info['trainer_vs_best_plain']:.2f}"
-          + (f", trainer / pythae {info['trainer_vs_pythae']:.2f}" if "pythae" in ips else "")
+          + "; round by round: " + "; ".join(
+              f"{name} {info[name]:.2f} ({info[name + '_range'][0]:.2f}-{info[name + '_range'][1]:.2f})"
+              for name in ("trainer_vs_best_plain", "trainer_vs_pythae") if name in info)
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s (by round: {', '.join(f'{p / 1e9:.0f}' for p in peaks)})")
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
 
@@ -278,7 +294,8 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, image_size, batche
     """The trainer's images/s and MFU against the batch size: where this device saturates.  The batch
     is an experimental choice (the paper trains with 128), so this informs it rather than changing it."""
     workers = {b: start_worker("trainer", image_size, b) for b in batches}
-    ips, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, ROUNDS)
+    got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, ROUNDS)
+    ips = {b: statistics.median(v) for b, v in got.items()}
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     mfu = {b: cost.mfu(flops, v, peak) for b, v in ips.items()}

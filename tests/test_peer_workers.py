@@ -5,7 +5,7 @@ measured in the rounds or at the session's start."""
 import importlib.util
 
 import pytest
-from test_peer_benchmarks import _interleaved_with_peak, _Worker
+from test_peer_benchmarks import _interleaved_with_peak, _ratio_info, _Worker
 
 from bench.metrics import cost
 
@@ -34,11 +34,20 @@ def test_the_peak_is_measured_in_every_round_and_the_highest_counts(monkeypatch)
     monkeypatch.setattr(cost, "measure_matmul_peak", lambda device: next(measured))
     monkeypatch.setattr(cost, "device_matmul_peak", lambda device: 1.4e11)
     order = []
-    ips, peak, peaks = _interleaved_with_peak({"a": lambda: order.append("a") or 5.0,
+    got, peak, peaks = _interleaved_with_peak({"a": lambda: order.append("a") or 5.0,
                                                "b": lambda: order.append("b") or 7.0}, 3)
-    assert ips == {"a": 5.0, "b": 7.0}
+    assert got == {"a": [5.0] * 3, "b": [7.0] * 3}
     assert peaks == [1.0e11, 1.6e11, 1.2e11] and peak == 1.6e11
-    assert order == ["a", "b"] * 3
+    assert sorted(order) == ["a"] * 3 + ["b"] * 3
     monkeypatch.setattr(cost, "device_matmul_peak", lambda device: 2.0e11)
     measured = iter([1.0e11])
     assert _interleaved_with_peak({"a": lambda: 1.0}, 1)[1] == 2.0e11
+
+
+def test_a_ratio_target_is_decided_only_when_every_round_is_on_one_side():
+    met = _ratio_info("r", [110.0, 105.0, 120.0], [100.0, 100.0, 100.0], 1.0)
+    assert met == {"r": 1.1, "r_range": [1.05, 1.2], "r_target_met": True, "r_decided_by_this_run": True}
+    noisy = _ratio_info("r", [110.0, 95.0, 120.0], [100.0, 100.0, 100.0], 1.0)
+    assert noisy["r_target_met"] and not noisy["r_decided_by_this_run"]
+    missed = _ratio_info("r", [90.0, 95.0, 99.0], [100.0, 100.0, 100.0], 1.0)
+    assert not missed["r_target_met"] and missed["r_decided_by_this_run"]

@@ -3,6 +3,8 @@
 * :func:`throughput` — images/s of ``fn(batch)``: warm-up calls, then the **median** of timed
   repeats, each bracketed by a device sync (``torch.cuda.synchronize`` on CUDA; CPU ops are
   synchronous), so asynchronous CUDA launches are not mistaken for finished work.
+* :func:`interleaved` / :func:`paired_ratio` — variants timed in turn, in rounds whose order turns,
+  and two of them compared round by round.
 * :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
   (``models.conv.flops_per_image`` when available, else ``FlopCounterMode`` directly; matmuls
   and convolutions, 2 FLOPs per multiply-add).
@@ -63,17 +65,35 @@ def throughput(fn: Callable[[Any], Any], batch: Any, *, device: torch.device | s
     return n / max(statistics.median(times), 1e-12)
 
 
-def interleaved(measures: Mapping[K, Callable[[], float]], rounds: int) -> dict[K, float]:
-    """The median over ``rounds`` of each measurement, taken in interleaved rounds (every measure once
-    per round, in order), so a slow spell of a shared machine hits every variant alike rather than
-    the one that happened to be timed then."""
+def interleaved_rounds(measures: Mapping[K, Callable[[], float]], rounds: int) -> dict[K, list[float]]:
+    """Every measurement of each measure, taken in interleaved rounds: every measure once per round,
+    so a slow spell of a shared machine hits every variant alike rather than the one that happened to
+    be timed then.  The order turns by one each round (round r starts with the r-th measure), so no
+    variant always runs first, last, or right after the same neighbour."""
     if rounds < 1:
         raise ValueError("interleaved needs rounds >= 1")
-    got: dict[K, list[float]] = {k: [] for k in measures}
-    for _ in range(rounds):
-        for k, measure in measures.items():
-            got[k].append(measure())
-    return {k: statistics.median(v) for k, v in got.items()}
+    keys = list(measures)
+    got: dict[K, list[float]] = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            got[k].append(measures[k]())
+    return got
+
+
+def interleaved(measures: Mapping[K, Callable[[], float]], rounds: int) -> dict[K, float]:
+    """The median over ``rounds`` of each measurement (see :func:`interleaved_rounds`)."""
+    return {k: statistics.median(v) for k, v in interleaved_rounds(measures, rounds).items()}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """(median, lowest, highest) over rounds of ``a[r] / b[r]``: two variants measured in the same
+    interleaved rounds, compared round by round, so a drift of the machine between rounds cancels
+    (the ratio of the two medians would keep it).  The range says whether one run decides a target:
+    only when every round's ratio falls on the same side of it."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_ratio needs two equally long, non-empty lists of rounds")
+    ratios = [x / y for x, y in zip(a, b)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
