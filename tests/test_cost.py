@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -61,12 +62,17 @@ def test_interleaved_rounds_turn_so_each_variant_takes_each_place():
 
 
 def test_paired_ratio_compares_round_by_round_so_a_drift_cancels():
-    # The machine slows down by half over the run; a is always 1.2x b within a round.
-    a, b = [120.0, 90.0, 60.0], [100.0, 75.0, 50.0]
-    assert cost.paired_ratio(a, b) == pytest.approx((1.2, 1.2, 1.2))
-    # One slow round for a alone: the median ignores it, the range shows it.
-    med, lo, hi = cost.paired_ratio([120.0, 45.0, 60.0, 30.0], [100.0, 75.0, 50.0, 25.0])
-    assert (med, lo, hi) == pytest.approx((1.2, 0.6, 1.2))
+    # The machine slows down over the run; a is always 1.2x b within a round.
+    b = [100.0, 90.0, 80.0, 70.0, 60.0, 50.0, 40.0]
+    a = [1.2 * x for x in b]
+    r = cost.paired_ratio(a, b)
+    assert (r.median, r.lo, r.hi) == pytest.approx((1.2, 1.2, 1.2)) and r.coverage == pytest.approx(1 - 2 / 128)
+    # One slow round for a alone: the median ignores it, the interval (7 rounds: min to max) shows it.
+    a[3] = 0.6 * b[3]
+    assert cost.paired_ratio(a, b)[:3] == pytest.approx((1.2, 0.6, 1.2))
+    # Too few rounds for a 95% interval: the median stands, the interval is NaN.
+    few = cost.paired_ratio(a[:5], b[:5])
+    assert few.median == pytest.approx(1.2) and math.isnan(few.lo) and math.isnan(few.hi)
     with pytest.raises(ValueError):
         cost.paired_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):

@@ -24,8 +24,9 @@ and pythae in a default one (``plain_cl_kept`` shows how much of the difference 
 The processes take turns: images/s is the median over interleaved rounds
 (``bench.metrics.cost.interleaved_rounds``; the order turns by one each round) of the median of timed
 calls (``cost.throughput``), so a slow spell of a shared machine hits every variant.  The ratios
-compare two variants round by round (``cost.paired_ratio``): their median, and their range over the
-rounds, which says whether this one run decides a target (every round on the same side of it).
+compare two variants round by round (``cost.paired_ratio``): the median ratio and its
+distribution-free interval (with 7 rounds, their lowest and highest ratio: 98.4%), which says whether
+this one run decides a target (the interval on one side of it).
 MFU is against the device's fp32 matmul peak, measured in the same rounds (one measurement per
 round, among the variants) and at the session's start; the highest of these counts, since a peak
 measured in a slow spell would inflate every MFU.  Targets
@@ -248,11 +249,13 @@ def _interleaved_with_peak(measures: dict, rounds: int) -> tuple[dict, float, li
 
 
 def _ratio_info(name: str, a: list[float], b: list[float], target: float) -> dict:
-    """``name`` (the round-by-round median of a / b), its range over the rounds, whether the median
-    meets ``target``, and whether this one run decides that (every round on the same side of it)."""
-    med, lo, hi = cost.paired_ratio(a, b)
-    return {name: round(med, 3), f"{name}_range": [round(lo, 3), round(hi, 3)],
-            f"{name}_target_met": med >= target, f"{name}_decided_by_this_run": lo >= target or hi < target}
+    """``name`` (the round-by-round median of a / b), its distribution-free interval and that
+    interval's confidence, whether the median meets ``target``, and whether this one run decides
+    that (the interval on one side of it; never with too few rounds for an interval)."""
+    r = cost.paired_ratio(a, b)
+    return {name: round(r.median, 3), f"{name}_interval": [round(r.lo, 3), round(r.hi, 3)],
+            f"{name}_interval_confidence": round(r.coverage, 3), f"{name}_target_met": r.median >= target,
+            f"{name}_decided_by_this_run": r.lo >= target or r.hi < target}
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
@@ -283,7 +286,7 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
           + "; round by round: " + "; ".join(
-              f"{name} {info[name]:.2f} ({info[name + '_range'][0]:.2f}-{info[name + '_range'][1]:.2f})"
+              f"{name} {info[name]:.2f} ({info[name + '_interval'][0]:.2f}-{info[name + '_interval'][1]:.2f})"
               for name in ("trainer_vs_best_plain", "trainer_vs_pythae") if name in info)
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s (by round: {', '.join(f'{p / 1e9:.0f}' for p in peaks)})")
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug

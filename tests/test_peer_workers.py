@@ -44,10 +44,14 @@ def test_the_peak_is_measured_in_every_round_and_the_highest_counts(monkeypatch)
     assert _interleaved_with_peak({"a": lambda: 1.0}, 1)[1] == 2.0e11
 
 
-def test_a_ratio_target_is_decided_only_when_every_round_is_on_one_side():
-    met = _ratio_info("r", [110.0, 105.0, 120.0], [100.0, 100.0, 100.0], 1.0)
-    assert met == {"r": 1.1, "r_range": [1.05, 1.2], "r_target_met": True, "r_decided_by_this_run": True}
-    noisy = _ratio_info("r", [110.0, 95.0, 120.0], [100.0, 100.0, 100.0], 1.0)
+def test_a_ratio_target_is_decided_only_when_its_interval_is_on_one_side():
+    base = [100.0] * 7
+    met = _ratio_info("r", [110.0, 105.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
+    assert met == {"r": 1.1, "r_interval": [1.05, 1.2], "r_interval_confidence": 0.984,
+                   "r_target_met": True, "r_decided_by_this_run": True}
+    noisy = _ratio_info("r", [110.0, 95.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
     assert noisy["r_target_met"] and not noisy["r_decided_by_this_run"]
-    missed = _ratio_info("r", [90.0, 95.0, 99.0], [100.0, 100.0, 100.0], 1.0)
+    missed = _ratio_info("r", [90.0, 95.0, 99.0, 97.0, 92.0, 96.0, 94.0], base, 1.0)
     assert not missed["r_target_met"] and missed["r_decided_by_this_run"]
+    few = _ratio_info("r", [110.0, 105.0, 120.0], base[:3], 1.0)     # too few rounds for an interval
+    assert few["r_target_met"] and not few["r_decided_by_this_run"]

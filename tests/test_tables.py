@@ -97,6 +97,21 @@ def test_welch_matches_scipy_and_marks_significance_only_below_alpha():
     assert not stats.welch([1.0, 1.0], [2.0, 2.0]).significant    # zero variance: untestable, not "significant"
 
 
+
+def test_median_interval_is_the_sign_tests_order_statistics():
+    # 7 values: (min, max), coverage 1 - 2 / 2**7; the next pair in covers only 1 - 16 / 128 = 87.5%.
+    lo, hi, cov = stats.median_interval([5.0, 1.0, 7.0, 3.0, 2.0, 6.0, 4.0])
+    assert (lo, hi) == (1.0, 7.0) and cov == pytest.approx(1 - 2 / 128)
+    # 15 values: k = 4 (P(Bin(15, 1/2) <= 3) = 576/32768), so (x_(4), x_(12)) at 96.5%.
+    lo, hi, cov = stats.median_interval(range(1, 16))
+    assert (lo, hi) == (4.0, 12.0) and cov == pytest.approx(1 - 2 * 576 / 32768)
+    assert stats.median_interval(range(1, 16), confidence=0.99)[:2] == (3.0, 13.0)
+    # Fewer than 6: even (min, max) covers less than 95% (5 values: 93.75%), so no interval.
+    assert all(math.isnan(v) for v in stats.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert all(math.isnan(v) for v in stats.median_interval([]))
+    assert stats.median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[:2] == (1.0, 6.0)
+
+
 # --------------------------------------------------------------------------- tables
 
 def _row(text, arm):

@@ -4,7 +4,7 @@
   repeats, each bracketed by a device sync (``torch.cuda.synchronize`` on CUDA; CPU ops are
   synchronous), so asynchronous CUDA launches are not mistaken for finished work.
 * :func:`interleaved` / :func:`paired_ratio` — variants timed in turn, in rounds whose order turns,
-  and two of them compared round by round.
+  and two of them compared round by round (median ratio and its distribution-free interval).
 * :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
   (``models.conv.flops_per_image`` when available, else ``FlopCounterMode`` directly; matmuls
   and convolutions, 2 FLOPs per multiply-add).
@@ -29,11 +29,12 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
 from bench.paths import cache_root
+from bench.stats import median_interval
 from bench.store import device_name, write_json
 from models.conv import flops_per_image
 
@@ -85,15 +86,22 @@ def interleaved(measures: Mapping[K, Callable[[], float]], rounds: int) -> dict[
     return {k: statistics.median(v) for k, v in interleaved_rounds(measures, rounds).items()}
 
 
-def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """(median, lowest, highest) over rounds of ``a[r] / b[r]``: two variants measured in the same
-    interleaved rounds, compared round by round, so a drift of the machine between rounds cancels
-    (the ratio of the two medians would keep it).  The range says whether one run decides a target:
-    only when every round's ratio falls on the same side of it."""
+class Ratio(NamedTuple):
+    median: float       # the median over rounds of a[r] / b[r]
+    lo: float           # its distribution-free interval (bench.stats.median_interval); NaN under 6 rounds
+    hi: float
+    coverage: float     # that interval's confidence (0.984 for 7 rounds)
+
+
+def paired_ratio(a: list[float], b: list[float]) -> Ratio:
+    """Two variants measured in the same interleaved rounds, compared round by round: the median of
+    ``a[r] / b[r]`` and its 95% distribution-free interval.  A drift of the machine between rounds
+    cancels in a round's ratio (the ratio of the two medians would keep it).  The interval says
+    whether one run decides a target: only when it lies on one side of it."""
     if len(a) != len(b) or not a:
         raise ValueError("paired_ratio needs two equally long, non-empty lists of rounds")
     ratios = [x / y for x, y in zip(a, b)]
-    return statistics.median(ratios), min(ratios), max(ratios)
+    return Ratio(statistics.median(ratios), *median_interval(ratios))
 
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
