@@ -286,7 +286,9 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
           + "; round by round: " + "; ".join(
-              f"{name} {info[name]:.2f} ({info[name + '_interval'][0]:.2f}-{info[name + '_interval'][1]:.2f})"
+              f"{name} {info[name]:.3f} ({info[name + '_interval'][0]:.3f}-{info[name + '_interval'][1]:.3f}: "
+              f"target {'met' if info[name + '_target_met'] else 'missed'}"
+              f"{'' if info[name + '_decided_by_this_run'] else ', undecided'})"
               for name in ("trainer_vs_best_plain", "trainer_vs_pythae") if name in info)
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s (by round: {', '.join(f'{p / 1e9:.0f}' for p in peaks)})")
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
