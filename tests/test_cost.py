@@ -139,3 +139,49 @@ def test_device_peak_measured_on_a_busy_machine_is_not_cached(monkeypatch, tmp_p
     assert cost.device_matmul_peak("cpu") == 2.1e11
     key = cost.device_key("cpu")
     assert json.loads((tmp_path / "device_peak.json").read_text())[key]["busy"] is False
+
+
+def _tiny_vae_step():
+    """A small paper-style VAE (64 channels, so its convs take the suite's GEMM passes) and one
+    training step of it (MSE + KL, backward, no optimiser)."""
+    from models import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build("paper", {"image_size": 16, "widths": [64, 64], "latent_dim": 8}).train()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        out = model(x, generator=g)
+        loss = (out.recon - x).pow(2).sum() + (out.mu.pow(2) + out.logvar.exp() - 1 - out.logvar).sum()
+        loss.backward()
+    return model, step
+
+
+def test_module_passes_replay_each_layer_alone_with_the_step_s_tensors():
+    model, step = _tiny_vae_step()
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    passes = cost.module_passes(model, step, kinds)
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, kinds)}
+    assert sorted(p.name for p in passes) == sorted(layers)           # every layer, once
+    grads = {n: m.weight.grad.clone() for n, m in layers.items()}      # from the real step
+    for m in layers.values():
+        m.weight.grad = None
+    for p in passes:
+        p.run()
+        # the weight gradient depends only on the layer's input and output gradient: the replay
+        # gets the step's, so it computes the step's
+        torch.testing.assert_close(layers[p.name].weight.grad, grads[p.name], rtol=1e-6, atol=0)
+    assert not any(h for m in layers.values() for h in m._forward_hooks.values())   # hooks removed
+
+
+def test_module_passes_skip_calls_outside_the_backward_pass_and_other_kinds():
+    model, step = _tiny_vae_step()
+    norm = cost.module_passes(model, step, (torch.nn.BatchNorm2d, torch.nn.LeakyReLU))
+    names = [p.name for p in norm]
+    assert names and all(isinstance(model.get_submodule(n), (torch.nn.BatchNorm2d, torch.nn.LeakyReLU))
+                         for n in names)
+    with torch.no_grad():             # no output takes part in a backward pass: nothing to replay
+        assert cost.module_passes(model, lambda: model(torch.rand(2, 3, 16, 16)), (torch.nn.Conv2d,)) == []
+    assert cost.seconds_per_call(norm[0].run, device="cpu", warmup=0, repeats=1) > 0

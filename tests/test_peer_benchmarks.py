@@ -33,9 +33,17 @@ measured in a slow spell would inflate every MFU.  Targets
 (issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
 >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``, ``*_decided_by_this_run``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
+
+``test_peers_trainer_step_anatomy`` (``-k step_anatomy``) says where the trainer's step goes: in the
+same interleaved rounds as the whole step, the step's conv and linear layers replayed alone on the
+tensors the step gave them (``cost.module_passes``), and its BN + LeakyReLU modules likewise; the
+rest is loss, optimiser and glue.  Its MFU ceiling is the MFU of a step that did nothing but those
+conv and linear passes: no training loop or fusion of the other ops can pass it on this device
+without faster convolution kernels.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 import sys
@@ -87,6 +95,10 @@ def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
 def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
     """The trainer's step as a run with these train settings takes it (model and batch in the run's
     memory format, torch.compile when asked)."""
+    return _trainer_and_model(image_size, x, **cfg_overrides)[:2]
+
+
+def _trainer_and_model(image_size: int, x: torch.Tensor, **cfg_overrides):
     cfg = TrainSpec(**cfg_overrides)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     m = _model(image_size).to(memory_format=fmt)
@@ -96,7 +108,7 @@ def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
     step_fn = torch.compile(m) if cfg.compile else m
     def step(batch):
         return train_step(m, step_fn, objective, opt, batch, g, 0, cfg, CPU)
-    return step, x.contiguous(memory_format=fmt)
+    return step, x.contiguous(memory_format=fmt), m
 
 
 def _pythae(image_size: int, x: torch.Tensor, tmp_path):
@@ -313,5 +325,81 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, image_size, batche
     assert all(0 < v <= 1 for v in mfu.values()), mfu
 
 
+# --------------------------------------------------------------------------- where a step's time goes
+
+PARTS = {"conv_linear": (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear),
+         "bn_leakyrelu": (torch.nn.BatchNorm2d, torch.nn.LeakyReLU)}
+
+
+def _anatomy(image_size: int, batch: int) -> dict:
+    """Worker, in a process set up as ``bench run``'s: the trainer's step and, in the same interleaved
+    rounds, each part's modules replayed alone (``cost.module_passes``), plus the matmul peak; then
+    each pass alone once more, for the table by layer."""
+    keep_freed_memory()
+    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    step, arg, model = _trainer_and_model(image_size, x)
+    run = lambda: step(arg)
+    for _ in range(3):
+        run()
+    passes = {part: cost.module_passes(model, run, kinds) for part, kinds in PARTS.items()}
+    seconds = lambda fn: cost.seconds_per_call(fn, device=CPU)
+    measures = {"step": lambda: seconds(run), "matmul_peak": lambda: cost.measure_matmul_peak(CPU)}
+    for part, ps in passes.items():
+        measures[part] = lambda ps=ps: seconds(lambda: [p.run() for p in ps])
+    rounds = cost.interleaved_rounds(measures, ROUNDS)
+    by_pass = {part: [[p.name, seconds(p.run)] for p in ps] for part, ps in passes.items()}
+    return {"rounds": rounds, "by_pass": by_pass}
+
+
+@pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
+def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
+    """Where the trainer's step goes: its conv and linear layers' own passes, BN + LeakyReLU, and the
+    rest (loss, optimiser, reparameterisation, output sigmoid, glue), each part timed alone on the
+    step's own tensors in the same rounds as the whole step.  The MFU ceiling is the step's MFU if it
+    did nothing but its conv and linear passes at the speed they run alone: what a training loop
+    could reach on this device without faster convolution kernels, whatever else it fuses."""
+    def run():
+        out = subprocess.run([sys.executable, __file__, "--anatomy", str(image_size), str(batch)],
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise RuntimeError(f"anatomy worker failed (exit {out.returncode}): {out.stderr[-2000:]}")
+        return json.loads(out.stdout)
+    res = benchmark.pedantic(run, rounds=1, iterations=1)
+    rounds = res["rounds"]
+    peak = max(cost.device_matmul_peak(CPU), *rounds["matmul_peak"])
+    ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items() if k != "matmul_peak"}
+    ms["other"] = ms["step"] - sum(ms[p] for p in PARTS)          # medians of noisy rounds: may come out < 0
+    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    work = cost.TRAIN_FLOPS_FACTOR * flops * batch                   # FLOPs of one step, as MFU counts them
+    mfu = {"step": work / (ms["step"] / 1e3) / peak, "ceiling": work / (ms["conv_linear"] / 1e3) / peak}
+    info = {f"{k}_ms": round(v, 1) for k, v in ms.items()}
+    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in rounds.items() if k != "matmul_peak"})
+    for part in PARTS:           # its share of the step, round by round (the same round's step), with its interval
+        r = cost.paired_ratio(rounds[part], rounds["step"])
+        info.update({f"{part}_share": round(r.median, 3), f"{part}_share_interval": [round(r.lo, 3), round(r.hi, 3)]})
+    info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
+                 "conv_linear_gflops": round(work / (ms["conv_linear"] / 1e3) / 1e9, 1),
+                 "matmul_peak_gflops": round(peak / 1e9, 1),
+                 "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in rounds["matmul_peak"]],
+                 "mfu_target": MFU_TARGET[image_size],
+                 "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]})
+    info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in res["by_pass"].items()})
+    benchmark.extra_info.update(info)
+    top = sorted(((t, n) for ps in res["by_pass"].values() for n, t in ps), reverse=True)[:6]
+    print(f"\n{image_size}px batch {batch}, ms per step (median of {ROUNDS} rounds): step {ms['step']:.1f}, "
+          f"conv + linear passes {ms['conv_linear']:.1f} ({info['conv_linear_gflops']:.0f} GFLOP/s), "
+          f"BN + LeakyReLU {ms['bn_leakyrelu']:.1f}, the rest {ms['other']:.1f}; share of the step round by round: "
+          + ", ".join(f"{part} {info[part + '_share']:.2f} ({info[part + '_share_interval'][0]:.2f}-"
+                      f"{info[part + '_share_interval'][1]:.2f})" for part in PARTS) + "; "
+          f"MFU {mfu['step']:.2f}, ceiling {mfu['ceiling']:.2f} (target {MFU_TARGET[image_size]}); "
+          f"matmul peak {peak / 1e9:.0f} GFLOP/s; slowest passes: "
+          + ", ".join(f"{n} {1e3 * t:.1f}" for t, n in top))
+    assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
+
+
 if __name__ == "__main__":       # a worker: python tests/test_peer_benchmarks.py VARIANT SIZE BATCH TMPDIR
-    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    if sys.argv[1] == "--anatomy":                                # ... or --anatomy SIZE BATCH
+        reply, sys.stdout = sys.stdout, sys.stderr
+        print(json.dumps(_anatomy(int(sys.argv[2]), int(sys.argv[3]))), file=reply)
+    else:
+        _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

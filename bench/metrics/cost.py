@@ -5,6 +5,10 @@
   synchronous), so asynchronous CUDA launches are not mistaken for finished work.
 * :func:`interleaved` / :func:`paired_ratio` — variants timed in turn, in rounds whose order turns,
   and two of them compared round by round (median ratio and its distribution-free interval).
+* :func:`module_passes` — where a training step's time goes: each call of chosen modules (the convs
+  and linears, say) during one real step, replayed alone (its forward and backward pass on copies
+  of the tensors the step gave it), so the sum of their times is the part of a step those modules
+  take, and the rest is everything else (normalisation, activations, loss, optimiser, glue).
 * :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
   (``models.conv.flops_per_image`` when available, else ``FlopCounterMode`` directly; matmuls
   and convolutions, 2 FLOPs per multiply-add).
@@ -102,6 +106,49 @@ def paired_ratio(a: list[float], b: list[float]) -> Ratio:
         raise ValueError("paired_ratio needs two equally long, non-empty lists of rounds")
     ratios = [x / y for x, y in zip(a, b)]
     return Ratio(statistics.median(ratios), *median_interval(ratios))
+
+
+class Pass(NamedTuple):
+    name: str                       # the module's name in the model (its class for the model itself)
+    run: Callable[[], None]         # its forward and backward pass, alone
+
+
+def module_passes(model: torch.nn.Module, run_step: Callable[[], Any],
+                  kinds: tuple[type[torch.nn.Module], ...]) -> list[Pass]:
+    """One :class:`Pass` per call of a module of ``kinds`` during one ``run_step()`` whose output
+    took part in the backward pass: it repeats that call alone, the module's forward pass on a copy
+    of the input the step gave it, then the backward pass from a copy of the output gradient the
+    step computed (same shapes, memory formats and values; with an input gradient only where the
+    step needed one; the module's parameter gradients are reset first, as the optimiser's
+    ``zero_grad(set_to_none=True)`` does).  So the layers take the same code path as in the step."""
+    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+    calls: list[list] = []
+
+    def record(mod, args, out):
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return
+        call = [mod, args[0].detach().clone(), args[0].requires_grad, None]
+        calls.append(call)
+        out.register_hook(lambda g: call.__setitem__(3, g.detach().clone()))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        run_step()
+    finally:
+        for h in handles:
+            h.remove()
+
+    def replay(mod: torch.nn.Module, x: torch.Tensor, needs_grad: bool, g: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            mod.zero_grad(set_to_none=True)
+            mod(x.detach().requires_grad_(needs_grad)).backward(g)
+        return run
+    return [Pass(names[c[0]], replay(*c)) for c in calls if c[3] is not None]
+
+
+def seconds_per_call(fn: Callable[[], Any], *, device: torch.device | str, warmup: int = 1, repeats: int = 5) -> float:
+    """Median seconds of ``fn()`` (:func:`throughput` of one call)."""
+    return 1.0 / throughput(lambda _: fn(), None, device=device, warmup=warmup, repeats=repeats, batch_size=1)
 
 
 def forward_flops_per_image(model: torch.nn.Module, image_size: int) -> tuple[int, str]:
