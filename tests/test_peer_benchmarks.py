@@ -93,12 +93,13 @@ def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
 
 
 def _trainer(image_size: int, x: torch.Tensor, **cfg_overrides):
-    """The trainer's step as a run with these train settings takes it (model and batch in the run's
-    memory format, torch.compile when asked)."""
+    """(step, its batch): the trainer's step, see :func:`_trainer_and_model`."""
     return _trainer_and_model(image_size, x, **cfg_overrides)[:2]
 
 
 def _trainer_and_model(image_size: int, x: torch.Tensor, **cfg_overrides):
+    """(step, its batch, the model): the trainer's step as a run with these train settings takes it
+    (model and batch in the run's memory format, torch.compile when asked)."""
     cfg = TrainSpec(**cfg_overrides)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     m = _model(image_size).to(memory_format=fmt)
