@@ -334,8 +334,8 @@ PARTS = {"conv_linear": (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Lin
 
 def _anatomy(image_size: int, batch: int) -> dict:
     """Worker, in a process set up as ``bench run``'s: the trainer's step and, in the same interleaved
-    rounds, each part's modules replayed alone (``cost.module_passes``), plus the matmul peak; then
-    each pass alone once more, for the table by layer."""
+    rounds, each part's modules replayed alone (``cost.module_passes``), with the matmul peak
+    (:func:`_interleaved_with_peak`); then each pass alone once more, for the table by layer."""
     keep_freed_memory()
     x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     step, arg, model = _trainer_and_model(image_size, x)
@@ -344,12 +344,12 @@ def _anatomy(image_size: int, batch: int) -> dict:
         run()
     passes = {part: cost.module_passes(model, run, kinds) for part, kinds in PARTS.items()}
     seconds = lambda fn: cost.seconds_per_call(fn, device=CPU)
-    measures = {"step": lambda: seconds(run), "matmul_peak": lambda: cost.measure_matmul_peak(CPU)}
+    measures = {"step": lambda: seconds(run)}
     for part, ps in passes.items():
         measures[part] = lambda ps=ps: seconds(lambda: [p.run() for p in ps])
-    rounds = cost.interleaved_rounds(measures, ROUNDS)
+    rounds, peak, peaks = _interleaved_with_peak(measures, ROUNDS)
     by_pass = {part: [[p.name, seconds(p.run)] for p in ps] for part, ps in passes.items()}
-    return {"rounds": rounds, "by_pass": by_pass}
+    return {"rounds": rounds, "peak": peak, "peaks": peaks, "by_pass": by_pass}
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
@@ -366,22 +366,21 @@ def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
             raise RuntimeError(f"anatomy worker failed (exit {out.returncode}): {out.stderr[-2000:]}")
         return json.loads(out.stdout)
     res = benchmark.pedantic(run, rounds=1, iterations=1)
-    rounds = res["rounds"]
-    peak = max(cost.device_matmul_peak(CPU), *rounds["matmul_peak"])
-    ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items() if k != "matmul_peak"}
+    rounds, peak = res["rounds"], res["peak"]
+    ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items()}
     ms["other"] = ms["step"] - sum(ms[p] for p in PARTS)          # medians of noisy rounds: may come out < 0
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     work = cost.TRAIN_FLOPS_FACTOR * flops * batch                   # FLOPs of one step, as MFU counts them
     mfu = {"step": work / (ms["step"] / 1e3) / peak, "ceiling": work / (ms["conv_linear"] / 1e3) / peak}
     info = {f"{k}_ms": round(v, 1) for k, v in ms.items()}
-    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in rounds.items() if k != "matmul_peak"})
+    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in rounds.items()})
     for part in PARTS:           # its share of the step, round by round (the same round's step), with its interval
         r = cost.paired_ratio(rounds[part], rounds["step"])
         info.update({f"{part}_share": round(r.median, 3), f"{part}_share_interval": [round(r.lo, 3), round(r.hi, 3)]})
     info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
                  "conv_linear_gflops": round(work / (ms["conv_linear"] / 1e3) / 1e9, 1),
                  "matmul_peak_gflops": round(peak / 1e9, 1),
-                 "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in rounds["matmul_peak"]],
+                 "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in res["peaks"]],
                  "mfu_target": MFU_TARGET[image_size],
                  "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]})
     info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in res["by_pass"].items()})
