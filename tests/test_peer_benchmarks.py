@@ -370,15 +370,15 @@ def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
     ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items()}
     ms["other"] = ms["step"] - sum(ms[p] for p in PARTS)          # medians of noisy rounds: may come out < 0
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
-    work = cost.TRAIN_FLOPS_FACTOR * flops * batch                   # FLOPs of one step, as MFU counts them
-    mfu = {"step": work / (ms["step"] / 1e3) / peak, "ceiling": work / (ms["conv_linear"] / 1e3) / peak}
+    mfu = {"step": cost.mfu(flops, batch / (ms["step"] / 1e3), peak),
+           "ceiling": cost.mfu(flops, batch / (ms["conv_linear"] / 1e3), peak)}    # as if the step were only those
     info = {f"{k}_ms": round(v, 1) for k, v in ms.items()}
     info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in rounds.items()})
     for part in PARTS:           # its share of the step, round by round (the same round's step), with its interval
         r = cost.paired_ratio(rounds[part], rounds["step"])
         info.update({f"{part}_share": round(r.median, 3), f"{part}_share_interval": [round(r.lo, 3), round(r.hi, 3)]})
     info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
-                 "conv_linear_gflops": round(work / (ms["conv_linear"] / 1e3) / 1e9, 1),
+                 "conv_linear_gflops": round(mfu["ceiling"] * peak / 1e9, 1),      # the step's FLOPs in their time
                  "matmul_peak_gflops": round(peak / 1e9, 1),
                  "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in res["peaks"]],
                  "mfu_target": MFU_TARGET[image_size],
