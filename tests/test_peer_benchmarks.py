@@ -25,8 +25,9 @@ The processes take turns: images/s is the median over interleaved rounds
 (``bench.metrics.cost.interleaved_rounds``; the order turns by one each round) of the median of timed
 calls (``cost.throughput``), so a slow spell of a shared machine hits every variant.  The ratios
 compare two variants round by round (``cost.paired_ratio``): the median ratio and its
-distribution-free interval (with 7 rounds, their lowest and highest ratio: 98.4%), which says whether
-this one run decides a target (the interval on one side of it).
+distribution-free interval (with the default 7 rounds, their lowest and highest ratio: 98.4%;
+``pytest --peers-rounds 15``: the 4th to the 12th, 96.5%, a narrower interval for twice the time),
+which says whether this one run decides a target (the interval on one side of it).
 MFU is against the device's fp32 matmul peak, measured in the same rounds (one measurement per
 round, among the variants) and at the session's start; the highest of these counts, since a peak
 measured in a slow spell would inflate every MFU.  Targets
@@ -63,7 +64,6 @@ from models import MODELS, layers
 
 pytestmark = pytest.mark.benchmark
 MFU_TARGET = {32: 0.55, 96: 0.60}      # the issue's targets for the paper model on a CPU
-ROUNDS = 7      # interleaved rounds per variant; images/s is the median over them
 
 LOSS = [{"name": "kl", "weight": 1.0}, {"name": "mse", "weight": 1.0}]
 CPU = torch.device("cpu")
@@ -233,6 +233,12 @@ class _Worker:
 
 
 @pytest.fixture
+def rounds(request) -> int:
+    """Interleaved rounds per variant (``pytest --peers-rounds N``, default 7); images/s is the median over them."""
+    return request.config.getoption("--peers-rounds")
+
+
+@pytest.fixture
 def start_worker(tmp_path):
     started = []
 
@@ -272,13 +278,13 @@ def _ratio_info(name: str, a: list[float], b: list[float], target: float) -> dic
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
-def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_size, batch):
+def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, image_size, batch):
     workers = {v: start_worker(v, image_size, batch) for v in VARIANTS}   # one at a time: warm-ups never overlap
     for v, w in workers.items():
         if w.skipped:
             benchmark.extra_info[v] = f"skipped: {w.skipped}"
     got, peak, peaks = _interleaved_with_peak({v: w.measure for v, w in workers.items() if not w.skipped},
-                                              ROUNDS)
+                                              rounds)
     benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
@@ -287,6 +293,7 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
     info = {f"{k}_images_per_s": round(v, 1) for k, v in ips.items()}
     info.update({f"{k}_images_per_s_by_round": [round(x, 1) for x in v] for k, v in got.items()})
     info["best_plain"] = best_plain
+    info["rounds"] = rounds
     info.update(_ratio_info("trainer_vs_best_plain", got["trainer"], got[best_plain], 1.0))
     if "pythae" in ips:
         info.update(_ratio_info("trainer_vs_pythae", got["trainer"], got["pythae"], 1.5))
@@ -308,11 +315,11 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, image_si
 
 
 @pytest.mark.parametrize("image_size,batches", [(32, (64, 128, 256)), (96, (16, 32, 64))])
-def test_peers_trainer_batch_scaling(benchmark, start_worker, image_size, batches):
+def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size, batches):
     """The trainer's images/s and MFU against the batch size: where this device saturates.  The batch
     is an experimental choice (the paper trains with 128), so this informs it rather than changing it."""
     workers = {b: start_worker("trainer", image_size, b) for b in batches}
-    got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, ROUNDS)
+    got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds)
     ips = {b: statistics.median(v) for b, v in got.items()}
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
@@ -320,6 +327,7 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, image_size, batche
     benchmark.extra_info.update({f"batch{b}_images_per_s": round(v, 1) for b, v in ips.items()})
     benchmark.extra_info.update({f"batch{b}_mfu": round(v, 3) for b, v in mfu.items()})
     benchmark.extra_info["matmul_peak_gflops"] = round(peak / 1e9, 1)
+    benchmark.extra_info["rounds"] = rounds
     print(f"\n{image_size}px trainer by batch: " + ", ".join(f"{b}: {v:.0f} img/s (MFU {mfu[b]:.2f})"
                                                           for b, v in ips.items())
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -332,7 +340,7 @@ PARTS = {"conv_linear": (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Lin
          "bn_leakyrelu": (torch.nn.BatchNorm2d, torch.nn.LeakyReLU)}
 
 
-def _anatomy(image_size: int, batch: int) -> dict:
+def _anatomy(image_size: int, batch: int, n_rounds: int) -> dict:
     """Worker, in a process set up as ``bench run``'s: the trainer's step and, in the same interleaved
     rounds, each part's modules replayed alone (``cost.module_passes``), with the matmul peak
     (:func:`_interleaved_with_peak`); then each pass alone once more, for the table by layer."""
@@ -347,35 +355,35 @@ def _anatomy(image_size: int, batch: int) -> dict:
     measures = {"step": lambda: seconds(run)}
     for part, ps in passes.items():
         measures[part] = lambda ps=ps: seconds(lambda: [p.run() for p in ps])
-    rounds, peak, peaks = _interleaved_with_peak(measures, ROUNDS)
+    rounds, peak, peaks = _interleaved_with_peak(measures, n_rounds)
     by_pass = {part: [[p.name, seconds(p.run)] for p in ps] for part, ps in passes.items()}
     return {"rounds": rounds, "peak": peak, "peaks": peaks, "by_pass": by_pass}
 
 
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
-def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
+def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
     """Where the trainer's step goes: its conv and linear layers' own passes, BN + LeakyReLU, and the
     rest (loss, optimiser, reparameterisation, output sigmoid, glue), each part timed alone on the
     step's own tensors in the same rounds as the whole step.  The MFU ceiling is the step's MFU if it
     did nothing but its conv and linear passes at the speed they run alone: what a training loop
     could reach on this device without faster convolution kernels, whatever else it fuses."""
     def run():
-        out = subprocess.run([sys.executable, __file__, "--anatomy", str(image_size), str(batch)],
+        out = subprocess.run([sys.executable, __file__, "--anatomy", str(image_size), str(batch), str(rounds)],
                              capture_output=True, text=True)
         if out.returncode:
             raise RuntimeError(f"anatomy worker failed (exit {out.returncode}): {out.stderr[-2000:]}")
         return json.loads(out.stdout)
     res = benchmark.pedantic(run, rounds=1, iterations=1)
-    rounds, peak = res["rounds"], res["peak"]
-    ms = {k: 1e3 * statistics.median(v) for k, v in rounds.items()}
+    by_round, peak = res["rounds"], res["peak"]
+    ms = {k: 1e3 * statistics.median(v) for k, v in by_round.items()}
     ms["other"] = ms["step"] - sum(ms[p] for p in PARTS)          # medians of noisy rounds: may come out < 0
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     mfu = {"step": cost.mfu(flops, batch / (ms["step"] / 1e3), peak),
            "ceiling": cost.mfu(flops, batch / (ms["conv_linear"] / 1e3), peak)}    # as if the step were only those
-    info = {f"{k}_ms": round(v, 1) for k, v in ms.items()}
-    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in rounds.items()})
+    info = {f"{k}_ms": round(v, 1) for k, v in ms.items()} | {"rounds": rounds}
+    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in by_round.items()})
     for part in PARTS:           # its share of the step, round by round (the same round's step), with its interval
-        r = cost.paired_ratio(rounds[part], rounds["step"])
+        r = cost.paired_ratio(by_round[part], by_round["step"])
         info.update({f"{part}_share": round(r.median, 3), f"{part}_share_interval": [round(r.lo, 3), round(r.hi, 3)]})
     info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
                  "conv_linear_gflops": round(mfu["ceiling"] * peak / 1e9, 1),      # the step's FLOPs in their time
@@ -386,7 +394,7 @@ def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
     info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in res["by_pass"].items()})
     benchmark.extra_info.update(info)
     top = sorted(((t, n) for ps in res["by_pass"].values() for n, t in ps), reverse=True)[:6]
-    print(f"\n{image_size}px batch {batch}, ms per step (median of {ROUNDS} rounds): step {ms['step']:.1f}, "
+    print(f"\n{image_size}px batch {batch}, ms per step (median of {rounds} rounds): step {ms['step']:.1f}, "
           f"conv + linear passes {ms['conv_linear']:.1f} ({info['conv_linear_gflops']:.0f} GFLOP/s), "
           f"BN + LeakyReLU {ms['bn_leakyrelu']:.1f}, the rest {ms['other']:.1f}; share of the step round by round: "
           + ", ".join(f"{part} {info[part + '_share']:.2f} ({info[part + '_share_interval'][0]:.2f}-"
@@ -398,8 +406,8 @@ def test_peers_trainer_step_anatomy(benchmark, image_size, batch):
 
 
 if __name__ == "__main__":       # a worker: python tests/test_peer_benchmarks.py VARIANT SIZE BATCH TMPDIR
-    if sys.argv[1] == "--anatomy":                                # ... or --anatomy SIZE BATCH
+    if sys.argv[1] == "--anatomy":                                # ... or --anatomy SIZE BATCH ROUNDS
         reply, sys.stdout = sys.stdout, sys.stderr
-        print(json.dumps(_anatomy(int(sys.argv[2]), int(sys.argv[3]))), file=reply)
+        print(json.dumps(_anatomy(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))), file=reply)
     else:
         _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])

@@ -1,10 +1,15 @@
 """The peers benchmark's worker processes (tests/test_peer_benchmarks.py) answer as the benchmark
 expects, in plain `pytest`: a variant measures and steps in its own process, a missing peer is a skip
 with its reason, and a variant's own printing never reaches the answers; MFU's peak is the highest
-measured in the rounds or at the session's start."""
+measured in the rounds or at the session's start; ``--peers-rounds`` sets the rounds."""
+import argparse
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import _rounds
 from test_peer_benchmarks import _interleaved_with_peak, _ratio_info, _Worker
 
 from bench.metrics import cost
@@ -55,3 +60,24 @@ def test_a_ratio_target_is_decided_only_when_its_interval_is_on_one_side():
     assert not missed["r_target_met"] and missed["r_decided_by_this_run"]
     few = _ratio_info("r", [110.0, 105.0, 120.0], base[:3], 1.0)     # too few rounds for an interval
     assert few["r_target_met"] and not few["r_decided_by_this_run"]
+
+
+def test_peers_rounds_takes_six_or_more_and_narrows_the_ratio_interval():
+    assert _rounds("15") == 15 and _rounds("6") == 6
+    for bad in ("5", "0", "-3", "seven", "7.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="rounds >= 6"):
+            _rounds(bad)
+    # with 15 rounds a run's interval drops the 3 lowest and 3 highest rounds' ratios
+    ratios = [0.90, 0.93, 0.96, 1.01, 1.02, 1.03, 1.04, 1.05, 1.05, 1.06, 1.07, 1.08, 1.15, 1.20, 1.30]
+    r = _ratio_info("r", [100.0 * x for x in ratios], [100.0] * 15, 1.0)
+    assert r["r_interval"] == [1.01, 1.08] and r["r_interval_confidence"] == 0.965
+    assert r["r_target_met"] and r["r_decided_by_this_run"]
+    assert not _ratio_info("r", [100.0 * x for x in ratios[:7]], [100.0] * 7, 1.0)["r_decided_by_this_run"]
+
+
+def test_pytest_refuses_too_few_peers_rounds_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "pytest", "--peers-rounds", "3", "--collect-only", "-q",
+                          "-p", "no:cacheprovider", __file__],
+                         capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert out.returncode == 4            # pytest's usage error
+    assert "--peers-rounds: '3': need a whole number of rounds >= 6" in out.stderr
