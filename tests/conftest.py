@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import pytest
 import torch
+
+from bench.stats import CONFIDENCE, median_interval
 
 
 def pytest_addoption(parser):
@@ -16,15 +19,20 @@ def pytest_addoption(parser):
                           "the lowest to the highest round, 98.4%%; 15 narrows it to the 4th to 12th, 96.5%%)")
 
 
+def _has_interval(n: int) -> bool:
+    return not math.isnan(median_interval(range(n))[0])
+
+
+# the fewest rounds whose median ratio has an interval at bench.stats' confidence (6 at 95%)
+MIN_ROUNDS = next(n for n in range(1, 100) if _has_interval(n))
+
+
 def _rounds(text: str) -> int:
-    """``--peers-rounds``: at least 6 rounds, the fewest whose median has a 95% interval."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 6:
-        raise argparse.ArgumentTypeError(f"{text!r}: need a whole number of rounds >= 6 "
-                                         "(fewer give no 95% interval for a ratio)")
+    """``--peers-rounds``: a whole number of rounds, at least :data:`MIN_ROUNDS`."""
+    n = int(text) if text.isdigit() else 0
+    if not _has_interval(n):
+        raise argparse.ArgumentTypeError(f"{text!r}: need a whole number of rounds >= {MIN_ROUNDS} "
+                                         f"(fewer give no {CONFIDENCE:.0%} interval for a ratio)")
     return n
 
 
