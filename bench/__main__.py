@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,status,table,score,interpolate,pegasus,list,weights,data}``.
+"""Command line: ``python -m bench {run,plan,status,table,score,interpolate,pegasus,speed,list,weights,data}``.
 
 Known user errors (BenchError) become one line on stderr and exit code 2; nothing is written
 before an ablation file has been fully validated.
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     weights.add_parser(sub)
+    p = sub.add_parser("speed", help="results/speed/: the peers benchmarks' records (pytest --benchmark -k peers "
+                                     "--benchmark-json=FILE) as tables, from one clean commit")
+    p.add_argument("records", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON records")
+    p.add_argument("--out", type=Path, default=Path("results/speed"), help="the folder (default: results/speed)")
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     f = dsub.add_parser("fetch", help="download a dataset with torchvision (needs network)")
@@ -278,6 +282,13 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    from bench import speed_report
+
+    print(speed_report.write(args.records, args.out))
+    return 0
+
+
 def _weights_cli(args) -> int:
     from bench import weights
     return weights.run_cli(args)
@@ -291,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "table": cmd_table, "score": cmd_score,
                 "list": cmd_list, "data": cmd_data, "weights": _weights_cli, "interpolate": cmd_interpolate,
-                "pegasus": cmd_pegasus}[args.cmd](args)
+                "pegasus": cmd_pegasus, "speed": cmd_speed}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -33,7 +33,9 @@ round, among the variants) and at the session's start; the highest of these coun
 measured in a slow spell would inflate every MFU.  Targets
 (issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
 >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``, ``*_decided_by_this_run``), and
-the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.
+the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.  The
+records are built by ``bench.speed_report``; with ``--benchmark-json=FILE``, ``python -m bench speed
+FILE`` turns them into results/speed/README.md.
 
 ``test_peers_trainer_step_anatomy`` (``-k step_anatomy``) says where the trainer's step goes: in the
 same interleaved rounds as the whole step, the step's conv and linear layers replayed alone on the
@@ -48,6 +50,7 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -55,15 +58,16 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from bench import speed_report
 from bench.config import TrainSpec
 from bench.metrics import cost
 from bench.runtime import keep_freed_memory
+from bench.speed_report import MFU_TARGET
 from bench.train import make_optimizer, train_step
 from losses import Objective
 from models import MODELS, layers
 
 pytestmark = pytest.mark.benchmark
-MFU_TARGET = {32: 0.55, 96: 0.60}      # the issue's targets for the paper model on a CPU
 
 LOSS = [{"name": "kl", "weight": 1.0}, {"name": "mse", "weight": 1.0}]
 CPU = torch.device("cpu")
@@ -238,6 +242,16 @@ def rounds(request) -> int:
     return request.config.getoption("--peers-rounds")
 
 
+@pytest.fixture(autouse=True)
+def _provenance(benchmark, request):
+    """Every record says how it was made: pytest's arguments, torch, and the benchmark's wall time
+    (``python -m bench speed`` puts them in results/speed/README.md)."""
+    start = time.perf_counter()
+    yield
+    benchmark.extra_info.update({"pytest_args": list(request.config.invocation_params.args),
+                                 "torch": torch.__version__, "wall_s": round(time.perf_counter() - start, 1)})
+
+
 @pytest.fixture
 def start_worker(tmp_path):
     started = []
@@ -267,16 +281,6 @@ def _interleaved_with_peak(measures: dict, rounds: int) -> tuple[dict, float, li
     return got, max(cost.device_matmul_peak(CPU), *peaks), peaks
 
 
-def _ratio_info(name: str, a: list[float], b: list[float], target: float) -> dict:
-    """``name`` (the round-by-round median of a / b), its distribution-free interval and that
-    interval's confidence, whether the median meets ``target``, and whether this one run decides
-    that (the interval on one side of it; never with too few rounds for an interval)."""
-    r = cost.paired_ratio(a, b)
-    return {name: round(r.median, 3), f"{name}_interval": [round(r.lo, 3), round(r.hi, 3)],
-            f"{name}_interval_confidence": round(r.coverage, 3), f"{name}_target_met": r.median >= target,
-            f"{name}_decided_by_this_run": r.lo >= target or r.hi < target}
-
-
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
 def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, image_size, batch):
     workers = {v: start_worker(v, image_size, batch) for v in VARIANTS}   # one at a time: warm-ups never overlap
@@ -288,20 +292,9 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, 
     benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    info = speed_report.versus_info(got, PLAIN, flops, peak, peaks, image_size)
     ips = {k: statistics.median(v) for k, v in got.items()}
-    best_plain = max(PLAIN, key=ips.get)                  # the fastest plain loop by its median
-    info = {f"{k}_images_per_s": round(v, 1) for k, v in ips.items()}
-    info.update({f"{k}_images_per_s_by_round": [round(x, 1) for x in v] for k, v in got.items()})
-    info["best_plain"] = best_plain
-    info["rounds"] = rounds
-    info.update(_ratio_info("trainer_vs_best_plain", got["trainer"], got[best_plain], 1.0))
-    if "pythae" in ips:
-        info.update(_ratio_info("trainer_vs_pythae", got["trainer"], got["pythae"], 1.5))
     mfu = {k: cost.mfu(flops, v, peak) for k, v in ips.items()}
-    info.update({f"{k}_mfu": round(v, 3) for k, v in mfu.items()})
-    info["matmul_peak_gflops"] = round(peak / 1e9, 1)
-    info["matmul_peak_gflops_by_round"] = [round(p / 1e9, 1) for p in peaks]
-    info["trainer_mfu_target_met"] = mfu["trainer"] >= MFU_TARGET[image_size]
     benchmark.extra_info.update(info)
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
@@ -320,14 +313,11 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size
     is an experimental choice (the paper trains with 128), so this informs it rather than changing it."""
     workers = {b: start_worker("trainer", image_size, b) for b in batches}
     got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds)
-    ips = {b: statistics.median(v) for b, v in got.items()}
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    benchmark.extra_info.update(speed_report.batch_info(got, flops, peak, peaks))
+    ips = {b: statistics.median(v) for b, v in got.items()}
     mfu = {b: cost.mfu(flops, v, peak) for b, v in ips.items()}
-    benchmark.extra_info.update({f"batch{b}_images_per_s": round(v, 1) for b, v in ips.items()})
-    benchmark.extra_info.update({f"batch{b}_mfu": round(v, 3) for b, v in mfu.items()})
-    benchmark.extra_info["matmul_peak_gflops"] = round(peak / 1e9, 1)
-    benchmark.extra_info["rounds"] = rounds
     print(f"\n{image_size}px trainer by batch: " + ", ".join(f"{b}: {v:.0f} img/s (MFU {mfu[b]:.2f})"
                                                           for b, v in ips.items())
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s")
@@ -374,25 +364,12 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
             raise RuntimeError(f"anatomy worker failed (exit {out.returncode}): {out.stderr[-2000:]}")
         return json.loads(out.stdout)
     res = benchmark.pedantic(run, rounds=1, iterations=1)
-    by_round, peak = res["rounds"], res["peak"]
-    ms = {k: 1e3 * statistics.median(v) for k, v in by_round.items()}
-    ms["other"] = ms["step"] - sum(ms[p] for p in PARTS)          # medians of noisy rounds: may come out < 0
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
-    mfu = {"step": cost.mfu(flops, batch / (ms["step"] / 1e3), peak),
-           "ceiling": cost.mfu(flops, batch / (ms["conv_linear"] / 1e3), peak)}    # as if the step were only those
-    info = {f"{k}_ms": round(v, 1) for k, v in ms.items()} | {"rounds": rounds}
-    info.update({f"{k}_ms_by_round": [round(1e3 * x, 1) for x in v] for k, v in by_round.items()})
-    for part in PARTS:           # its share of the step, round by round (the same round's step), with its interval
-        r = cost.paired_ratio(by_round[part], by_round["step"])
-        info.update({f"{part}_share": round(r.median, 3), f"{part}_share_interval": [round(r.lo, 3), round(r.hi, 3)]})
-    info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
-                 "conv_linear_gflops": round(mfu["ceiling"] * peak / 1e9, 1),      # the step's FLOPs in their time
-                 "matmul_peak_gflops": round(peak / 1e9, 1),
-                 "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in res["peaks"]],
-                 "mfu_target": MFU_TARGET[image_size],
-                 "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]})
-    info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in res["by_pass"].items()})
+    info = speed_report.anatomy_info(res["rounds"], list(PARTS), res["by_pass"], flops, batch, res["peak"],
+                                     res["peaks"], image_size)
     benchmark.extra_info.update(info)
+    ms = {k: info[f"{k}_ms"] for k in ("step", *PARTS, "other")}
+    mfu = {"step": info["step_mfu"], "ceiling": info["mfu_ceiling"]}
     top = sorted(((t, n) for ps in res["by_pass"].values() for n, t in ps), reverse=True)[:6]
     print(f"\n{image_size}px batch {batch}, ms per step (median of {rounds} rounds): step {ms['step']:.1f}, "
           f"conv + linear passes {ms['conv_linear']:.1f} ({info['conv_linear_gflops']:.0f} GFLOP/s), "
@@ -400,7 +377,7 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
           + ", ".join(f"{part} {info[part + '_share']:.2f} ({info[part + '_share_interval'][0]:.2f}-"
                       f"{info[part + '_share_interval'][1]:.2f})" for part in PARTS) + "; "
           f"MFU {mfu['step']:.2f}, ceiling {mfu['ceiling']:.2f} (target {MFU_TARGET[image_size]}); "
-          f"matmul peak {peak / 1e9:.0f} GFLOP/s; slowest passes: "
+          f"matmul peak {res['peak'] / 1e9:.0f} GFLOP/s; slowest passes: "
           + ", ".join(f"{n} {1e3 * t:.1f}" for t, n in top))
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
 

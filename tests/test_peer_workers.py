@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from conftest import _rounds
-from test_peer_benchmarks import _interleaved_with_peak, _ratio_info, _Worker
+from test_peer_benchmarks import _interleaved_with_peak, _Worker
 
 from bench.metrics import cost
+from bench.speed_report import ratio_info
 
 
 def test_a_worker_measures_and_steps_in_its_own_process(tmp_path):
@@ -51,14 +52,14 @@ def test_the_peak_is_measured_in_every_round_and_the_highest_counts(monkeypatch)
 
 def test_a_ratio_target_is_decided_only_when_its_interval_is_on_one_side():
     base = [100.0] * 7
-    met = _ratio_info("r", [110.0, 105.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
+    met = ratio_info("r", [110.0, 105.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
     assert met == {"r": 1.1, "r_interval": [1.05, 1.2], "r_interval_confidence": 0.984,
                    "r_target_met": True, "r_decided_by_this_run": True}
-    noisy = _ratio_info("r", [110.0, 95.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
+    noisy = ratio_info("r", [110.0, 95.0, 120.0, 108.0, 112.0, 109.0, 111.0], base, 1.0)
     assert noisy["r_target_met"] and not noisy["r_decided_by_this_run"]
-    missed = _ratio_info("r", [90.0, 95.0, 99.0, 97.0, 92.0, 96.0, 94.0], base, 1.0)
+    missed = ratio_info("r", [90.0, 95.0, 99.0, 97.0, 92.0, 96.0, 94.0], base, 1.0)
     assert not missed["r_target_met"] and missed["r_decided_by_this_run"]
-    few = _ratio_info("r", [110.0, 105.0, 120.0], base[:3], 1.0)     # too few rounds for an interval
+    few = ratio_info("r", [110.0, 105.0, 120.0], base[:3], 1.0)     # too few rounds for an interval
     assert few["r_target_met"] and not few["r_decided_by_this_run"]
 
 
@@ -69,10 +70,10 @@ def test_peers_rounds_takes_six_or_more_and_narrows_the_ratio_interval():
             _rounds(bad)
     # with 15 rounds a run's interval drops the 3 lowest and 3 highest rounds' ratios
     ratios = [0.90, 0.93, 0.96, 1.01, 1.02, 1.03, 1.04, 1.05, 1.05, 1.06, 1.07, 1.08, 1.15, 1.20, 1.30]
-    r = _ratio_info("r", [100.0 * x for x in ratios], [100.0] * 15, 1.0)
+    r = ratio_info("r", [100.0 * x for x in ratios], [100.0] * 15, 1.0)
     assert r["r_interval"] == [1.01, 1.08] and r["r_interval_confidence"] == 0.965
     assert r["r_target_met"] and r["r_decided_by_this_run"]
-    assert not _ratio_info("r", [100.0 * x for x in ratios[:7]], [100.0] * 7, 1.0)["r_decided_by_this_run"]
+    assert not ratio_info("r", [100.0 * x for x in ratios[:7]], [100.0] * 7, 1.0)["r_decided_by_this_run"]
 
 
 def test_pytest_refuses_too_few_peers_rounds_in_one_line():
