@@ -232,7 +232,7 @@ def _versus(benches: list[Bench]) -> list[str]:
                            else "skipped" for v in names] for b in benches]
     out = ["## Images/s (MFU) of one training step", "",
            *_table(["images/s (MFU)", *(LABELS.get(v, v) for v in names)], rows), ""]
-    out += [f"- {_where(b)}: {b.info['rounds']} rounds; matmul peak {b.info['matmul_peak_gflops']:.0f} GFLOP/s "
+    out += [f"- {_where(b)}: {b.info['rounds']} rounds; matmul peak {b.info['matmul_peak_gflops']:.1f} GFLOP/s "
             f"(by round: {', '.join(f'{p:.0f}' for p in b.info['matmul_peak_gflops_by_round'])})" for b in benches]
     out += [f"- {v}: {b.info[v]}" for b in benches for v in names if v + IPS not in b.info and v in b.info]
     head = ["target (round by round: median, interval, confidence)", *(_where(b) for b in benches)]
@@ -299,6 +299,7 @@ def render(rec: Record) -> str:
              _minutes(b.info.get("wall_s")), f"`{shlex.join(b.info['pytest_args'])}`" if "pytest_args" in b.info
              else "not recorded"] for b in rec.benches]
     out += ["## Runs", "", *_table(["record", "benchmark", "rounds", "wall time", "pytest arguments"], rows, 5), "",
+            f"Wall time in all: {_minutes(sum(b.info.get('wall_s', 0.0) for b in rec.benches))}; "
             f"torch {', '.join(torch_v)}; records written " + ", ".join(
                 f"{p.name} {_when(t)}" for p, t in zip(rec.files, rec.saved)) + "."]
     return "\n".join(out) + "\n"

@@ -58,6 +58,13 @@ def test_versus_record_picks_the_fastest_plain_loop_and_decides_ratios_round_by_
     assert info["matmul_peak_gflops"] == 160.0 and info["matmul_peak_gflops_by_round"][0] == 150.0
 
 
+def test_the_report_knows_the_benchmarks_and_variants_by_their_real_names():
+    import test_peer_benchmarks as peers
+
+    assert all(callable(getattr(peers, name, None)) for name in sr.TESTS.values())
+    assert set(sr.LABELS) == set(peers.VARIANTS) and sr.BEFORE in peers.VARIANTS
+
+
 def test_an_mfu_above_one_is_refused_not_recorded():
     with pytest.raises(ValueError, match="MFU outside"):
         sr.versus_info({k: list(map(float, v)) for k, v in ROUNDS.items()}, ("plain",), 1e9, 1e11, [1e11], 32)
