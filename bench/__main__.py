@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speed", help="results/speed/: the peers benchmarks' records (pytest --benchmark -k peers "
                                      "--benchmark-json=FILE) as tables, from one clean commit")
     p.add_argument("records", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON records")
-    p.add_argument("--out", type=Path, default=Path("results/speed"), help="the folder (default: results/speed)")
+    p.add_argument("--out", type=Path, default=None, help="the folder (default: results/speed)")
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     f = dsub.add_parser("fetch", help="download a dataset with torchvision (needs network)")
@@ -285,7 +285,7 @@ def cmd_data(args) -> int:
 def cmd_speed(args) -> int:
     from bench import speed_report
 
-    print(speed_report.write(args.records, args.out))
+    print(speed_report.write(args.records, args.out or Path("results") / speed_report.FOLDER))
     return 0
 
 

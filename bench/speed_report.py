@@ -22,6 +22,7 @@ from bench import store
 from bench.errors import BenchError
 from bench.metrics import cost
 
+FOLDER = "speed"                            # results/speed/, listed in results/README.md when present
 MFU_TARGET = {32: 0.55, 96: 0.60}           # the targets for the paper model on a CPU, by image size
 RATIO_TARGETS = {"trainer_vs_best_plain": 1.0, "trainer_vs_pythae": 1.5}
 IPS, BY_ROUND = "_images_per_s", "_by_round"

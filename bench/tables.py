@@ -27,6 +27,7 @@ from typing import Any
 from bench import stats, store
 from bench.config import AblationSpec, RunSpec
 from bench.metrics import CATALOGUE, MetricInfo
+from bench.speed_report import FOLDER as SPEED_FOLDER
 from losses import LossEntry
 
 STATUSES = ("done", "degenerate", "diverged", "failed", "pending")
@@ -616,5 +617,8 @@ def write_index(results_root: Path) -> Path:
             "`bench run`); do not edit. Verdicts per paper claim: [CLAIMS.md](CLAIMS.md).\n\n"
             "| ablation | question | claims | status (runs done / planned) | last run finished | tables | figures |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + ("\n" if rows else ""))
+    if (results_root / SPEED_FOLDER / "README.md").exists():
+        text += (f"\nTraining speed, the trainer beside a plain loop and pythae (`python -m bench speed`): "
+                 f"[{SPEED_FOLDER}/README.md]({SPEED_FOLDER}/README.md)\n")
     store.write_text(results_root / "README.md", text)
     return results_root / "README.md"

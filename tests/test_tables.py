@@ -198,6 +198,10 @@ def test_claims_report_verdicts_and_not_run(fake):
     assert "shown, not counted" in text             # recon SSIM: the SSIM arm is trained on it
     index = (results / "README.md").read_text()
     assert "[fake](fake/README.md)" in index and "8/9 done, 1 diverged" in index
+    assert "speed/README.md" not in index                 # no speed folder: no link to one
+    (results / "speed").mkdir()
+    (results / "speed" / "README.md").write_text("# Training speed\n")
+    assert "[speed/README.md](speed/README.md)" in tables.write_index(results).read_text()
 
 
 def test_claim_contradicted_when_opposite_is_significant(tmp_path):
