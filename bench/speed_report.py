@@ -11,6 +11,7 @@ commits), copies them into the folder and writes its README.md from them alone.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import statistics
 from collections.abc import Sequence
@@ -124,24 +125,26 @@ class Bench(NamedTuple):
 class Record(NamedTuple):
     commit: str
     files: list[Path]
+    raw: list[bytes]            # each file as read
     saved: list[str]            # each file's own timestamp (when pytest-benchmark wrote it)
     machine: str                # CPU and core count, as pytest-benchmark recorded them
     benches: list[Bench]
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> tuple[dict, bytes]:
+    """A record's document and its bytes (read once: the copy in the folder is what was rendered)."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise BenchError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BenchError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise BenchError(f"{path}: not a pytest-benchmark record (no 'benchmarks' list); "
                          "write one with pytest --benchmark -k peers --benchmark-json=FILE")
-    return doc
+    return doc, raw
 
 
 def _benches(path: Path, doc: dict) -> list[Bench]:
@@ -163,9 +166,10 @@ def _benches(path: Path, doc: dict) -> list[Bench]:
 
 def load(paths: Sequence[Path]) -> Record:
     """The peers benchmarks of ``paths``, which must all come from one commit with no uncommitted changes."""
-    commit, saved, benches, seen, machine = None, [], [], {}, ""
+    commit, raw, saved, benches, seen, machine = None, [], [], [], {}, ""
     for path in map(Path, paths):
-        doc = _read(path)
+        doc, data = _read(path)
+        raw.append(data)
         cpu = (doc.get("machine_info") or {}).get("cpu") or {}
         machine = machine or f"{cpu.get('brand_raw', 'unknown CPU')}, {cpu.get('count', '?')} cores"
         ci = doc.get("commit_info") or {}
@@ -185,7 +189,7 @@ def load(paths: Sequence[Path]) -> Record:
             seen[key] = path.name
             benches.append(b)
         saved.append(str(doc.get("datetime", "")))
-    return Record(commit[0], [Path(p) for p in paths], saved, machine, benches)
+    return Record(commit[0], [Path(p) for p in paths], raw, saved, machine, benches)
 
 
 def _ips(v: float) -> str:
@@ -241,7 +245,8 @@ def _versus(benches: list[Bench]) -> list[str]:
              *(f"{_ratio_cell(b.info, 'trainer_vs_best_plain')} (against {LABELS.get(b.info['best_plain'])})"
                for b in benches)],
             ["trainer / pythae >= 1.5", *(_ratio_cell(b.info, "trainer_vs_pythae") for b in benches)],
-            ["trainer MFU >= " + " / ".join(f"{MFU_TARGET[b.size]:.2f}" for b in benches),
+            ["trainer MFU >= " + " / ".join(f"{b.info.get('mfu_target', MFU_TARGET.get(b.size, math.nan)):.2f}"
+                                            for b in benches),
              *(f"{b.info['trainer_mfu']:.3f}: {'met' if b.info['trainer_mfu_target_met'] else 'missed'}"
                for b in benches)]]
     before = [cost.paired_ratio(b.info["trainer" + IPS + BY_ROUND], b.info[BEFORE + IPS + BY_ROUND])
@@ -317,6 +322,8 @@ def write(paths: Sequence[Path], out: Path) -> Path:
     """Check ``paths`` (one clean commit), copy them into ``out`` and write ``out``/README.md.
     Nothing is written when a check fails; a record already in ``out`` and not among ``paths`` is
     never dropped (that would mix or lose results): it is an error instead."""
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"{out}: not a folder")
     rec = load(paths)
     names = {p.name for p in rec.files}
     if len(names) < len(rec.files):
@@ -326,8 +333,8 @@ def write(paths: Sequence[Path], out: Path) -> Path:
         raise BenchError(f"{out / stale[0]}: a record not among the files given; pass it too or move it away "
                          "(a results folder comes from one clean commit)")
     text = render(rec)
-    for p in rec.files:
+    for p, data in zip(rec.files, rec.raw):
         if p.resolve() != (out / p.name).resolve():
-            store.write_bytes(out / p.name, p.read_bytes())
+            store.write_bytes(out / p.name, data)
     store.write_text(out / "README.md", text)
     return out / "README.md"

@@ -124,6 +124,9 @@ def test_bad_records_are_one_line_and_write_nothing(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"{tmp_path / 'broken.json'}:2: not JSON")
     assert main(["speed", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
     assert "missing.json: cannot read" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(BenchError, match="a-file: not a folder"):
+        sr.write([good], tmp_path / "a-file")
 
 
 def test_a_record_already_in_the_folder_is_never_dropped(tmp_path):
