@@ -47,7 +47,6 @@ without faster convolution kernels.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -293,8 +292,8 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, 
 
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
     info = speed_report.versus_info(got, PLAIN, flops, peak, peaks, image_size)
-    ips = {k: statistics.median(v) for k, v in got.items()}
-    mfu = {k: cost.mfu(flops, v, peak) for k, v in ips.items()}
+    ips = {k: info[f"{k}{speed_report.IPS}"] for k in got}
+    mfu = {k: info[f"{k}_mfu"] for k in got}
     benchmark.extra_info.update(info)
     print(f"\n{image_size}px batch {batch}: " + ", ".join(f"{k} {v:.0f} img/s (MFU {mfu[k]:.2f})"
                                                         for k, v in ips.items())
@@ -315,9 +314,10 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size
     got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds)
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
-    benchmark.extra_info.update(speed_report.batch_info(got, flops, peak, peaks))
-    ips = {b: statistics.median(v) for b, v in got.items()}
-    mfu = {b: cost.mfu(flops, v, peak) for b, v in ips.items()}
+    info = speed_report.batch_info(got, flops, peak, peaks)
+    benchmark.extra_info.update(info)
+    ips = {b: info[f"batch{b}{speed_report.IPS}"] for b in got}
+    mfu = {b: info[f"batch{b}_mfu"] for b in got}
     print(f"\n{image_size}px trainer by batch: " + ", ".join(f"{b}: {v:.0f} img/s (MFU {mfu[b]:.2f})"
                                                           for b, v in ips.items())
           + f"; matmul peak {peak / 1e9:.0f} GFLOP/s")

@@ -35,7 +35,7 @@ def _versus(size: int = 32, batch: int = 128, rounds: dict = ROUNDS) -> dict:
     info = sr.versus_info({k: list(map(float, v)) for k, v in rounds.items()}, ("plain", "plain_cl", "plain_cl_kept"),
                           FLOPS, max(PEAKS), PEAKS, size)
     return {"name": f"{sr.TESTS['vs']}[{size}-{batch}]", "params": {"image_size": size, "batch": batch},
-            "extra_info": info | {"rounds": 7, "wall_s": 754.2, "pytest_args": ["--benchmark", "-k", "peers and 32"]}}
+            "extra_info": info | {"wall_s": 754.2, "pytest_args": ["--benchmark", "-k", "peers and 32"]}}
 
 
 def _write(path: Path, doc: dict) -> Path:
