@@ -69,7 +69,46 @@ def test_an_mfu_above_one_is_refused_not_recorded():
     with pytest.raises(ValueError, match="MFU outside"):
         sr.versus_info({k: list(map(float, v)) for k, v in ROUNDS.items()}, ("plain",), 1e9, 1e11, [1e11], 32)
     with pytest.raises(ValueError, match="MFU outside"):
-        sr.batch_info({64: [900.0] * 6}, 1e9, 1e11, [1e11] * 6)
+        sr.batch_info({64: [900.0] * 6}, 1e9, 1e11, [1e11] * 6, 32)
+
+
+def test_mfu_is_judged_round_by_round_against_the_highest_peak_and_shown_against_each_rounds_own():
+    # 3 * 30e6 FLOPs per image: 1000 images/s do 90 GFLOP/s, MFU 0.6 against the highest peak (150)
+    ips = [1000.0, 1050.0, 980.0, 1100.0, 1020.0, 1010.0, 990.0]
+    peaks = [1.5e11, 1.2e11, 1.4e11, 1.5e11, 1.3e11, 1.5e11, 1.45e11]
+    info = sr.mfu_info("t", ips, FLOPS, 1.5e11, peaks, 0.55)
+    assert info["t_mfu"] == 0.606 and info["t_mfu_interval"] == [0.588, 0.66]     # 1010, 980 and 1100 images/s
+    assert info["t_mfu_target_met"] and info["t_mfu_decided_by_this_run"]       # every round above 0.55
+    assert not sr.mfu_info("t", ips, FLOPS, 1.5e11, peaks, 0.60)["t_mfu_decided_by_this_run"]
+    # own peaks: 0.600, 0.7875, 0.630, 0.660, 0.706, 0.606, 0.614 -> median 0.630
+    assert info["t_mfu_own_peak"] == 0.63 and info["t_mfu_own_peak_interval"] == [0.6, pytest.approx(0.7875, abs=1e-3)]
+    slow = sr.mfu_info("t", ips, FLOPS, 1.5e11, [1.5e11, 0.8e11] + peaks[2:], 0.55)    # 94.5 GFLOP/s > 80
+    assert slow["t_mfu"] == 0.606 and slow["t_mfu_own_peak"] == (
+        "not shown: round 2's peak (80 GFLOP/s) gives an MFU above 1")
+    assert "t_mfu_own_peak" not in sr.mfu_info("t", ips, FLOPS, 1.5e11, [1.5e11], 0.55)   # no peak by round
+    with pytest.raises(ValueError, match="MFU outside"):          # one round above the highest peak
+        sr.mfu_info("t", [1000.0] * 6 + [1700.0], FLOPS, 1.5e11, [1.5e11] * 7, 0.55)
+
+
+def test_records_made_before_mfu_had_an_interval_still_render(tmp_path):
+    old = _versus()
+    for k in [k for k in old["extra_info"] if k.startswith("trainer_mfu_")]:
+        del old["extra_info"][k]
+    old["extra_info"]["trainer_mfu_target_met"] = False
+    batch = {"name": f"{sr.TESTS['batch']}[32-batches0]", "params": {"image_size": 32, "batches": [128]},
+             "extra_info": {"batch128_images_per_s": 800.0, "batch128_mfu": 0.45, "matmul_peak_gflops": 160.0,
+                            "matmul_peak_gflops_by_round": [160.0], "rounds": 7}}
+    text = sr.write([_write(tmp_path / "old.json", _record([old, batch]))], tmp_path / "speed").read_text()
+    assert "| trainer MFU >= 0.55 (at each column's batch) | 0.453: missed |" in text
+    assert "| 32 px | 128 | 800 | 0.45 | not recorded | not recorded | 160 |" in text
+
+
+def test_the_batch_size_benchmark_measures_the_suites_training_batch_at_both_sizes():
+    import test_peer_benchmarks as peers
+
+    marks = [m for m in peers.test_peers_trainer_batch_scaling.pytestmark if m.name == "parametrize"]
+    sizes = dict(marks[0].args[1])
+    assert set(sizes) == set(sr.MFU_TARGET) and all(sr.TRAIN_BATCH in b for b in sizes.values())
 
 
 def test_anatomy_record_splits_the_step_and_its_ceiling_is_the_conv_passes_alone():
@@ -86,7 +125,7 @@ def test_anatomy_record_splits_the_step_and_its_ceiling_is_the_conv_passes_alone
 def test_report_tables_come_from_the_records_alone(tmp_path):
     a = _write(tmp_path / "vs.json", _record([_versus(32, 128), _versus(96, 32)]))
     batch = {"name": f"{sr.TESTS['batch']}[32-batches0]", "params": {"image_size": 32, "batches": [64, 128]},
-             "extra_info": sr.batch_info({64: [700.0] * 6, 128: [800.0] * 6}, FLOPS, 1.6e11, [1.6e11] * 6)}
+             "extra_info": sr.batch_info({64: [700.0] * 6, 128: [800.0] * 6}, FLOPS, 1.6e11, [1.6e11] * 6, 32)}
     b = _write(tmp_path / "batch.json", _record([batch]))
     out = tmp_path / "results" / "speed"
     readme = sr.write([a, b], out)
@@ -99,8 +138,13 @@ def test_report_tables_come_from_the_records_alone(tmp_path):
     assert "1.025 (0.972-1.059, 98.4%): met by the median, undecided (against plain channels_last)" in text
     assert "| trainer / pythae >= 1.5 | 1.350 (1.273-1.429, 98.4%): missed | 1.350" in text
     assert "| after / before: trainer / trainer with torch defaults (no target) | 1.250 (1.167-1.286) |" in text
-    assert "| trainer MFU >= 0.55 / 0.60 | 0.453: missed | 0.453: missed |" in text
-    assert "| 32 px | 128 | 800 | 0.45 | 160 |" in text
+    # MFU by round against the highest peak (160): 90e6 * images/s / 1.6e11, 0.394 (700) to 0.506 (900);
+    # against each round's own peak: 0.420 (700 / 150) to 0.559 (900 / 145), median 0.480 (800 / 150)
+    assert ("| trainer MFU >= 0.55 / 0.60 (at each column's batch) | 0.453 (0.394-0.506, 98.4%): missed; "
+            "against each round's own peak 0.480 (0.420-0.559), no verdict | 0.453 (") in text
+    assert ("| trainer MFU at the suite's training batch (128), batch-size benchmark | 0.450 (0.450-0.450, 96.9%): "
+            "missed; against each round's own peak 0.450 (0.450-0.450), no verdict | not measured |") in text
+    assert "| 32 px | 128 | 800 | 0.45 | 0.45-0.45 | 0.45 (0.45-0.45) | 160 |" in text
     assert "12 min 34 s" in text and "`--benchmark -k 'peers and 32'`" in text
 
 
