@@ -68,8 +68,9 @@ def mfu_info(name: str, ips_by_round: Sequence[float], flops: float, peak: float
             info.update({f"{name}_mfu_own_peak": round(r.median, 3),
                          f"{name}_mfu_own_peak_interval": [round(r.lo, 3), round(r.hi, 3)]})
         else:
-            info[f"{name}_mfu_own_peak"] = (f"not shown: round {own.index(max(own)) + 1}'s peak "
-                                            f"({peaks[own.index(max(own))] / 1e9:.0f} GFLOP/s) gives an MFU above 1")
+            r = own.index(max(own))
+            info[f"{name}_mfu_own_peak"] = (f"not shown: round {r + 1}'s peak ({peaks[r] / 1e9:.0f} GFLOP/s) "
+                                            "gives an MFU above 1")
     return info
 
 
@@ -262,16 +263,21 @@ def _ratio_cell(info: dict, name: str) -> str:
     return f"{info[name]:.3f} ({lo:.3f}-{hi:.3f}, {info[name + '_interval_confidence']:.1%}): {_verdict(info, name)}"
 
 
+def _own_peak(info: dict, name: str, digits: int) -> str:
+    """``name``'s MFU against each round's own peak with its interval, or why it is not shown."""
+    own = info.get(f"{name}_mfu_own_peak", "not recorded")
+    if not isinstance(own, float):
+        return own
+    lo, hi = info[f"{name}_mfu_own_peak_interval"]
+    return f"{own:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
 def _mfu_cell(info: dict, name: str) -> str:
     """An MFU against the highest peak with its verdict, and against each round's own peak (no verdict);
     a record made before MFU had an interval shows the median and a plain verdict."""
     if f"{name}_mfu_interval" not in info:
         return f"{info[name + '_mfu']:.3f}: {'met' if info[name + '_mfu_target_met'] else 'missed'}"
-    own = info.get(f"{name}_mfu_own_peak", "not recorded")
-    if isinstance(own, float):
-        lo, hi = info[f"{name}_mfu_own_peak_interval"]
-        own = f"{own:.3f} ({lo:.3f}-{hi:.3f})"
-    return f"{_ratio_cell(info, name + '_mfu')}; against each round's own peak {own}, no verdict"
+    return f"{_ratio_cell(info, name + '_mfu')}; against each round's own peak {_own_peak(info, name, 3)}, no verdict"
 
 
 def _versus(benches: list[Bench], batches: Sequence[Bench] = ()) -> list[str]:
@@ -329,12 +335,8 @@ def _batches(benches: list[Bench]) -> list[str]:
     def interval(i: dict, key: str) -> str:
         return f"{i[key][0]:.2f}-{i[key][1]:.2f}" if key in i else "not recorded"
 
-    def own(i: dict, name: str) -> str:
-        v = i.get(f"{name}_mfu_own_peak", "not recorded")
-        return f"{v:.2f} ({interval(i, name + '_mfu_own_peak_interval')})" if isinstance(v, float) else v
-
     rows = [[f"{b.size} px", n[len("batch"):], _ips(v), f"{b.info[n + '_mfu']:.2f}",
-             interval(b.info, f"{n}_mfu_interval"), own(b.info, n), f"{b.info['matmul_peak_gflops']:.0f}"]
+             interval(b.info, f"{n}_mfu_interval"), _own_peak(b.info, n, 2), f"{b.info['matmul_peak_gflops']:.0f}"]
             for b in benches for k, v in b.info.items() if k.startswith("batch") and k.endswith(IPS)
             for n in [k[:-len(IPS)]]]
     head = ["size", "batch", "images/s", "MFU", "its interval (round by round)", "MFU against each round's own peak",
