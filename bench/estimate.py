@@ -2,9 +2,9 @@
 
     python -m bench plan ablations/loss.yaml --peak-tflops 312 --mfu 0.3 --devices-count 8
 
-Training FLOPs of a run = TRAIN_FLOPS_FACTOR (3: forward + backward, bench.metrics.cost) x forward
-FLOPs per image (counted on the CPU with FlopCounterMode: convolutions and matmuls, 2 FLOPs per
-multiply-add) x steps x batch size.  Not counted: the loss terms' own work (SSIM windows, a
+Training FLOPs of a run = training FLOPs per image (forward + backward, counted on the CPU with
+FlopCounterMode: convolutions and matmuls, 2 FLOPs per multiply-add; bench.metrics.cost, the FLOPs
+MFU counts) x steps x batch size.  Not counted: the loss terms' own work (SSIM windows, a
 deep-feature loss's extra encoder pass), the optimiser, data movement and scoring.  Wall time =
 FLOPs / (peak x MFU); runs are indivisible, so N devices finish when the busiest one does (runs
 assigned longest first).  The MFU is an assumption you state; ``python -m bench run`` measures the
@@ -17,7 +17,7 @@ import heapq
 import torch
 
 from bench.config import RunSpec
-from bench.metrics.cost import TRAIN_FLOPS_FACTOR, forward_flops_per_image
+from bench.metrics.cost import training_flops_per_image
 from bench.runtime import build_model
 
 
@@ -29,8 +29,8 @@ def run_flops(runs: list[RunSpec]) -> list[float]:
         key = str(run.model)
         if key not in per_model:
             model = build_model(run, torch.device("cpu"))
-            per_model[key] = forward_flops_per_image(model, run.model["image_size"])[0]
-        out.append(TRAIN_FLOPS_FACTOR * per_model[key] * run.train.steps * run.train.batch_size)
+            per_model[key] = training_flops_per_image(model, run.model["image_size"])[0]
+        out.append(per_model[key] * run.train.steps * run.train.batch_size)
     return out
 
 
@@ -49,7 +49,8 @@ def _h(seconds: float) -> str:
 def describe(runs: list[RunSpec], peak_tflops: float | None, mfu: float, devices: int) -> str:
     flops = run_flops(runs)
     lines = [f"training compute: {sum(flops) / 1e15:.2f} PFLOP over {len(runs)} runs "
-             f"(3 x forward FLOPs/image x steps x batch; losses' own work, optimiser and scoring not counted)"]
+             f"(forward + backward FLOPs/image x steps x batch; losses' own work, optimiser and scoring "
+             f"not counted)"]
     if peak_tflops:
         secs = [f / (peak_tflops * 1e12 * mfu) for f in flops]
         lines.append(f"at {peak_tflops:g} TFLOP/s peak x MFU {mfu:g}: {_h(sum(secs))} on 1 device, "

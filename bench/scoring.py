@@ -280,7 +280,7 @@ def _cost_metrics(run: RunSpec, model, sets: EvalSets, device: torch.device,
     out["sample_images_per_s"] = metric(cost.throughput(model.decode, z, device=device), n=1, split="-",
                                         batch_size=run.eval.batch_size, warmup=3, repeats=7,
                                         method="median of repeats, model.decode, eval, no_grad", **c)
-    out["mfu"] = _mfu(flops, ips, device, c)
+    out["mfu"] = _mfu(cost.training_flops_per_image(model, res), ips, device, c)
     out["peak_memory_mb"] = (metric(peak_mb, n=1, split="-", method="torch.cuda.max_memory_allocated over "
                                     "one isolated training step", batch_size=bs, **c)
                              if peak_mb is not None else
@@ -317,15 +317,16 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     return ips, peak           # the copy and its optimiser state go out of scope here
 
 
-def _mfu(flops: int, ips: float, device: torch.device, c: dict[str, Any]) -> dict[str, Any]:
+def _mfu(train_flops: tuple[int, str], ips: float, device: torch.device, c: dict[str, Any]) -> dict[str, Any]:
+    flops, how = train_flops
     peak = cost.device_matmul_peak(device)
     value = cost.mfu(flops, ips, peak)
     if value > 1:   # impossible: the cached matmul peak was measured too low (e.g. under load)
         return unavailable(f"MFU {value:.2f} > 1: the cached matmul peak ({peak / 1e9:.1f} GFLOP/s) is too "
                            f"low; delete {cost._cache_file()} to re-measure", n=1, split="-", **c)
     return metric(value, n=1, split="-", peak_flops_per_s=peak, peak_dtype=str(cost.peak_dtype(device)),
-                  peak_key=cost.device_key(device), train_flops_factor=cost.TRAIN_FLOPS_FACTOR,
-                  forward_flops_per_image=flops, train_images_per_s=ips, **c)
+                  peak_key=cost.device_key(device), train_flops_per_image=flops, train_flops_method=how,
+                  train_images_per_s=ips, **c)
 
 
 # --------------------------------------------------------------------------- fidelity (guarded)

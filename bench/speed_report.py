@@ -49,7 +49,7 @@ def ratio_info(name: str, a: list[float], b: list[float], target: float) -> dict
             f"{name}_decided_by_this_run": r.lo >= target or r.hi < target}
 
 
-def mfu_info(name: str, ips_by_round: Sequence[float], flops: float, peak: float, peaks: Sequence[float],
+def mfu_info(name: str, ips_by_round: Sequence[float], train_flops: float, peak: float, peaks: Sequence[float],
              target: float) -> dict:
     """``name``'s MFU round by round.  Against ``peak`` (the highest measured) in every round: the
     median ``{name}_mfu`` (the MFU of the median images/s), its interval, whether it meets ``target``
@@ -57,7 +57,7 @@ def mfu_info(name: str, ips_by_round: Sequence[float], flops: float, peak: float
     the peak is fixed).  Against each round's own peak (the machine's speed in that round), shown and
     never judged: ``{name}_mfu_own_peak`` and its interval; when a round's peak is too low for that
     (an MFU above 1), the reason instead."""
-    done = [cost.mfu(flops, x, 1.0) for x in ips_by_round]             # FLOP/s the step did, by round
+    done = [cost.mfu(train_flops, x, 1.0) for x in ips_by_round]             # FLOP/s the step did, by round
     info = ratio_info(f"{name}_mfu", done, [peak] * len(done), target)
     lo, hi = info[f"{name}_mfu_interval"]
     _valid({f"{name}_mfu": info[f"{name}_mfu"], "its interval's low end": lo, "its interval's high end": hi})
@@ -82,17 +82,23 @@ def _valid(mfu: dict) -> dict:
     return mfu
 
 
+def _flops(train_flops: float) -> dict:
+    """What MFU counted: a training step's FLOPs per image, and how they were counted."""
+    return {"train_flops_per_image": int(train_flops), "train_flops_method": cost.TRAIN_FLOPS_METHOD}
+
+
 def _peaks(peak: float, peaks: list[float]) -> dict:
     return {"matmul_peak_gflops": round(peak / 1e9, 1),
             "matmul_peak_gflops_by_round": [round(p / 1e9, 1) for p in peaks]}
 
 
-def versus_info(got: dict[str, list[float]], plain: Sequence[str], flops: float, peak: float, peaks: list[float],
-                image_size: int) -> dict:
+def versus_info(got: dict[str, list[float]], plain: Sequence[str], train_flops: float, peak: float,
+                peaks: list[float], image_size: int) -> dict:
     """The trainer-vs-peers record: each variant's images/s (median over rounds, and every round),
     the fastest plain loop of ``plain`` by its median, the round-by-round ratios against it and
-    against pythae (when measured) with their targets, MFU against ``peak`` (FLOP/s; the highest of
-    ``peaks`` and the session's), and whether the trainer's MFU meets :data:`MFU_TARGET`."""
+    against pythae (when measured) with their targets, MFU of ``train_flops`` per image
+    (``cost.training_flops_per_image``) against ``peak`` (FLOP/s; the highest of ``peaks`` and the
+    session's), and whether the trainer's MFU meets :data:`MFU_TARGET`."""
     ips = {k: statistics.median(v) for k, v in got.items()}
     best_plain = max(plain, key=ips.get)
     info = {f"{k}{IPS}": round(v, 1) for k, v in ips.items()}
@@ -102,15 +108,16 @@ def versus_info(got: dict[str, list[float]], plain: Sequence[str], flops: float,
     for name, other in others.items():
         if other in got:
             info.update(ratio_info(name, got["trainer"], got[other], RATIO_TARGETS[name]))
-    mfu = _valid({k: cost.mfu(flops, v, peak) for k, v in ips.items()})
+    mfu = _valid({k: cost.mfu(train_flops, v, peak) for k, v in ips.items()})
     info.update({f"{k}_mfu": round(v, 3) for k, v in mfu.items()})
-    info.update(mfu_info("trainer", got["trainer"], flops, peak, peaks, MFU_TARGET[image_size]))
-    info.update(_peaks(peak, peaks))
+    info.update(mfu_info("trainer", got["trainer"], train_flops, peak, peaks, MFU_TARGET[image_size]))
+    info.update(_peaks(peak, peaks) | _flops(train_flops))
     info["mfu_target"] = MFU_TARGET[image_size]
     return info
 
 
-def batch_info(got: dict[int, list[float]], flops: float, peak: float, peaks: list[float], image_size: int) -> dict:
+def batch_info(got: dict[int, list[float]], train_flops: float, peak: float, peaks: list[float],
+               image_size: int) -> dict:
     """The batch-scaling record: the trainer's images/s (median over rounds) and MFU by batch size,
     each MFU round by round (:func:`mfu_info`) against :data:`MFU_TARGET`, which is checked at
     :data:`TRAIN_BATCH`."""
@@ -118,13 +125,13 @@ def batch_info(got: dict[int, list[float]], flops: float, peak: float, peaks: li
     info = {f"batch{b}{IPS}": round(v, 1) for b, v in ips.items()}
     info.update({f"batch{b}{IPS}{BY_ROUND}": [round(x, 1) for x in v] for b, v in got.items()})
     for b, v in got.items():
-        info.update(mfu_info(f"batch{b}", v, flops, peak, peaks, MFU_TARGET[image_size]))
+        info.update(mfu_info(f"batch{b}", v, train_flops, peak, peaks, MFU_TARGET[image_size]))
     info.update(mfu_target=MFU_TARGET[image_size], train_batch=TRAIN_BATCH)
-    return info | _peaks(peak, peaks) | {"rounds": len(next(iter(got.values())))}
+    return info | _peaks(peak, peaks) | _flops(train_flops) | {"rounds": len(next(iter(got.values())))}
 
 
 def anatomy_info(by_round: dict[str, list[float]], parts: Sequence[str], by_pass: dict[str, list],
-                 flops: float, batch: int, peak: float, peaks: list[float], image_size: int) -> dict:
+                 train_flops: float, batch: int, peak: float, peaks: list[float], image_size: int) -> dict:
     """The step-anatomy record from seconds per call round by round (``by_round``: the whole
     ``step`` and each of ``parts``) and each pass alone (``by_pass``: part -> [[name, seconds]]):
     ms per step of each, the rest (loss, optimiser, glue: a difference of medians, so it can come out
@@ -132,8 +139,8 @@ def anatomy_info(by_round: dict[str, list[float]], parts: Sequence[str], by_pass
     MFU of a step that did nothing but its ``parts[0]`` passes (the conv and linear layers)."""
     ms = {k: 1e3 * statistics.median(v) for k, v in by_round.items()}
     ms["other"] = ms["step"] - sum(ms[p] for p in parts)
-    mfu = _valid({"step": cost.mfu(flops, batch / (ms["step"] / 1e3), peak),
-                  "ceiling": cost.mfu(flops, batch / (ms[parts[0]] / 1e3), peak)})
+    mfu = _valid({"step": cost.mfu(train_flops, batch / (ms["step"] / 1e3), peak),
+                  "ceiling": cost.mfu(train_flops, batch / (ms[parts[0]] / 1e3), peak)})
     info = {f"{k}_ms": round(v, 1) for k, v in ms.items()} | {"rounds": len(by_round["step"])}
     info.update({f"{k}_ms{BY_ROUND}": [round(1e3 * x, 1) for x in v] for k, v in by_round.items()})
     for part in parts:
@@ -142,7 +149,8 @@ def anatomy_info(by_round: dict[str, list[float]], parts: Sequence[str], by_pass
     info.update({"step_mfu": round(mfu["step"], 3), "mfu_ceiling": round(mfu["ceiling"], 3),
                  f"{parts[0]}_gflops": round(mfu["ceiling"] * peak / 1e9, 1),     # the step's FLOPs in their time
                  "mfu_target": MFU_TARGET[image_size],
-                 "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]} | _peaks(peak, peaks))
+                 "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]} | _peaks(peak, peaks)
+                | _flops(train_flops))
     info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in by_pass.items()})
     return info
 
@@ -346,6 +354,17 @@ def _batches(benches: list[Bench]) -> list[str]:
             f"({TRAIN_BATCH}, `train.batch_size`'s default); the other batches are shown.", ""]
 
 
+def _counted(benches: list[Bench]) -> str:
+    """What the records' MFU counts as a step's FLOPs, by image size."""
+    flops = {b.size: b.info.get("train_flops_per_image") for b in benches}
+    if None in flops.values():
+        return ("MFU counts 3 x the forward FLOPs per image (these records predate the counted training "
+                "FLOPs: that convention also counts the first layer's input gradient, which no step "
+                "computes, 1.5% of a step at 32 px and 0.7% at 96 px for the paper model).")
+    return ("MFU counts a training step's FLOPs per image, forward and backward as counted on the model: "
+            + ", ".join(f"{f / 1e9:.4f} GFLOP at {s} px" for s, f in sorted(flops.items())) + ".")
+
+
 def _minutes(seconds: float | None) -> str:
     return "not recorded" if seconds is None else f"{int(seconds // 60)} min {round(seconds % 60):02d} s"
 
@@ -361,7 +380,7 @@ def render(rec: Record) -> str:
            "their sign-test intervals) is in the project README, *Training speed beside a plain loop and "
            "pythae*. One run decides a target only when its interval (of the ratio, or of the MFU round by "
            "round) lies on one side of it. MFU is against the highest matmul peak measured in the run; "
-           "against each round's own peak it is shown beside it, without a verdict.", ""]
+           "against each round's own peak it is shown beside it, without a verdict. " + _counted(rec.benches), ""]
     out += _versus(by["vs"], by["batch"]) if by["vs"] else []
     out += _anatomy(by["anatomy"]) if by["anatomy"] else []
     out += _batches(by["batch"]) if by["batch"] else []

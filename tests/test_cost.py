@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.metrics import cost
+from models.registry import VAEOutput
 
 
 class FakeClock:
@@ -107,9 +108,27 @@ def test_real_matmul_peak_is_plausible():
     assert 1e6 < peak < 1e15
 
 
-def test_mfu_uses_three_times_forward_flops():
-    assert cost.mfu(1e6, 100.0, 3e9) == pytest.approx(0.1)
-    assert cost.TRAIN_FLOPS_FACTOR == 3
+def test_mfu_is_training_flops_times_images_per_s_over_the_peak():
+    assert cost.mfu(3e6, 100.0, 3e9) == pytest.approx(0.1)
+
+
+def test_training_flops_count_what_a_step_computes_exactly():
+    """Two linear layers on a batch that needs no gradient: forward 2 * (48 * 5 + 5 * 7) per image;
+    backward: both weight gradients, and the input gradient of the second layer only."""
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3 * 4 * 4, 5, bias=False)
+            self.b = torch.nn.Linear(5, 7, bias=False)
+
+        def forward(self, x):
+            h = self.b(self.a(x.flatten(1)))
+            return VAEOutput(h, h[:, :2], h[:, 2:4], h[:, :2])
+
+    m = Two()
+    flops, method = cost.training_flops_per_image(m, 4)
+    assert flops == 2 * (2 * 48 * 5) + 3 * (2 * 5 * 7) and "FlopCounterMode" in method
+    assert all(p.grad is None for p in m.parameters()) and m.training       # no side effects
 
 
 def test_flops_count_a_linear_layer_exactly():

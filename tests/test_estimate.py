@@ -1,5 +1,5 @@
-"""Compute on paper (`bench plan --peak-tflops`): FLOPs = 3 x forward x steps x batch; indivisible runs
-spread longest first over N devices."""
+"""Compute on paper (`bench plan --peak-tflops`): FLOPs = a training step's FLOPs per image x steps x
+batch; indivisible runs spread longest first over N devices."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench import config, estimate
-from bench.metrics.cost import forward_flops_per_image
+from bench.metrics.cost import forward_flops_per_image, training_flops_per_image
 from bench.runtime import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +28,15 @@ arms:
 """
 
 
-def test_run_flops_are_three_forward_passes_per_image_and_step(tmp_path):
+def test_run_flops_are_a_training_steps_flops_per_image_times_steps_and_batch(tmp_path):
     (tmp_path / "e.yaml").write_text(TINY)
     runs = config.expand(config.load(tmp_path / "e.yaml"))
-    fwd, _ = forward_flops_per_image(build_model(runs[0], torch.device("cpu")), 32)
-    assert estimate.run_flops(runs) == [3 * fwd * 100 * 16] * 2
+    model = build_model(runs[0], torch.device("cpu"))
+    step, _ = training_flops_per_image(model, 32)
+    assert 2 * forward_flops_per_image(model, 32)[0] < step < 3 * forward_flops_per_image(model, 32)[0]
+    assert estimate.run_flops(runs) == [step * 100 * 16] * 2
     text = estimate.describe(runs, 1e-6, 0.5, 2)        # 1 MFLOP/s x 0.5: seconds = FLOPs / 5e5
-    secs = 3 * fwd * 100 * 16 / 5e5
+    secs = step * 100 * 16 / 5e5
     assert f"on 1 device, {estimate._h(secs)} on 2" in text
 
 

@@ -3,11 +3,13 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.errors import ConfigError
 from models import MODELS, VAEOutput
 from models.blocks import down_size
-from models.conv import LOGVAR_MAX, ConvVAE, count_params, default_widths, flops_per_image
+from models.conv import LOGVAR_MAX, ConvVAE, count_params, default_widths, flops_per_image, train_flops_per_image
 
 SIZES = [32, 96]
 SMALL = {32: [8, 16, 16], 96: [8, 16, 16, 16]}   # tiny widths: fast; final map 2x2 / 4x4 (k4)
@@ -248,3 +250,22 @@ def test_flops(size):
     pool = MODELS.build("maxpool", {"image_size": size})
     assert flops_per_image(pool, size) > 2 * flops_per_image(paper, size)
     assert paper.training                                 # flops_per_image restores the mode
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("name", MODELS.names())
+def test_a_training_step_counts_three_forward_passes_but_the_first_layers_input_gradient(name, size):
+    """Backward = gradients w.r.t. activations and weights (2 x forward), except the first conv's
+    input gradient: the batch needs none, so no step computes it and MFU does not count it."""
+    model = small(name, size)
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    seen = []
+    hook = first.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
+    fwd = flops_per_image(model, size)
+    hook.remove()
+    with FlopCounterMode(display=False) as c:
+        first(torch.zeros(seen[0]))
+    state = torch.get_rng_state()
+    assert train_flops_per_image(model, size) == 3 * fwd - c.get_total_flops()
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), state)        # scoring after it draws the same numbers

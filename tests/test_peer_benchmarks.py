@@ -28,7 +28,8 @@ compare two variants round by round (``cost.paired_ratio``): the median ratio an
 distribution-free interval (with the default 7 rounds, their lowest and highest ratio: 98.4%;
 ``pytest --peers-rounds 15``: the 4th to the 12th, 96.5%, a narrower interval for twice the time),
 which says whether this one run decides a target (the interval on one side of it).
-MFU is against the device's fp32 matmul peak, measured in the same rounds (one measurement per
+MFU is a training step's FLOPs per image as counted on the model (``cost.training_flops_per_image``)
+against the device's fp32 matmul peak, measured in the same rounds (one measurement per
 round, among the variants) and at the session's start; the highest of these counts, since a peak
 measured in a slow spell would inflate every MFU.  Targets
 (issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
@@ -290,7 +291,7 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, 
                                               rounds)
     benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
-    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    flops, _ = cost.training_flops_per_image(_model(image_size), image_size)
     info = speed_report.versus_info(got, PLAIN, flops, peak, peaks, image_size)
     ips = {k: info[f"{k}{speed_report.IPS}"] for k in got}
     mfu = {k: info[f"{k}_mfu"] for k in got}
@@ -315,7 +316,7 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size
     workers = {b: start_worker("trainer", image_size, b) for b in batches}
     got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds)
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
-    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    flops, _ = cost.training_flops_per_image(_model(image_size), image_size)
     info = speed_report.batch_info(got, flops, peak, peaks, image_size)
     benchmark.extra_info.update(info)
     ips = {b: info[f"batch{b}{speed_report.IPS}"] for b in got}
@@ -367,7 +368,7 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
             raise RuntimeError(f"anatomy worker failed (exit {out.returncode}): {out.stderr[-2000:]}")
         return json.loads(out.stdout)
     res = benchmark.pedantic(run, rounds=1, iterations=1)
-    flops, _ = cost.forward_flops_per_image(_model(image_size), image_size)
+    flops, _ = cost.training_flops_per_image(_model(image_size), image_size)
     info = speed_report.anatomy_info(res["rounds"], list(PARTS), res["by_pass"], flops, batch, res["peak"],
                                      res["peaks"], image_size)
     benchmark.extra_info.update(info)

@@ -21,7 +21,7 @@ ROUNDS = {"trainer": [800, 820, 790, 810, 805, 900, 700], "trainer_torch_default
           "plain": [600, 610, 590, 605, 600, 640, 560], "plain_cl": [780, 790, 800, 790, 800, 850, 720],
           "plain_cl_kept": [770, 780, 760, 790, 770, 820, 690], "pythae": [590, 600, 590, 600, 600, 630, 550]}
 PEAKS = [1.5e11, 1.6e11, 1.4e11, 1.5e11, 1.55e11, 1.45e11, 1.5e11]
-FLOPS = 30e6                    # forward FLOPs per image: MFU = 3 * 30e6 * 805 / 1.6e11 = 0.45
+FLOPS = 90e6                    # a training step's FLOPs per image: MFU = 90e6 * 805 / 1.6e11 = 0.45
 
 
 def _record(benches: list[dict], commit: str = "a" * 40, dirty: bool = False) -> dict:
@@ -53,7 +53,8 @@ def test_versus_record_picks_the_fastest_plain_loop_and_decides_ratios_round_by_
     assert info["trainer_vs_best_plain_target_met"] and not info["trainer_vs_best_plain_decided_by_this_run"]
     # trainer / pythae: every round's ratio is under 1.5 (1.27-1.43) -> missed, and decided
     assert not info["trainer_vs_pythae_target_met"] and info["trainer_vs_pythae_decided_by_this_run"]
-    assert info["trainer_mfu"] == pytest.approx(3 * FLOPS * 805 / 1.6e11, abs=1e-3)
+    assert info["trainer_mfu"] == pytest.approx(FLOPS * 805 / 1.6e11, abs=1e-3)
+    assert info["train_flops_per_image"] == FLOPS and "FlopCounterMode" in info["train_flops_method"]
     assert info["mfu_target"] == 0.55 and not info["trainer_mfu_target_met"]
     assert info["matmul_peak_gflops"] == 160.0 and info["matmul_peak_gflops_by_round"][0] == 150.0
 
@@ -73,7 +74,7 @@ def test_an_mfu_above_one_is_refused_not_recorded():
 
 
 def test_mfu_is_judged_round_by_round_against_the_highest_peak_and_shown_against_each_rounds_own():
-    # 3 * 30e6 FLOPs per image: 1000 images/s do 90 GFLOP/s, MFU 0.6 against the highest peak (150)
+    # 90e6 training FLOPs per image: 1000 images/s do 90 GFLOP/s, MFU 0.6 against the highest peak (150)
     ips = [1000.0, 1050.0, 980.0, 1100.0, 1020.0, 1010.0, 990.0]
     peaks = [1.5e11, 1.2e11, 1.4e11, 1.5e11, 1.3e11, 1.5e11, 1.45e11]
     info = sr.mfu_info("t", ips, FLOPS, 1.5e11, peaks, 0.55)
@@ -92,7 +93,7 @@ def test_mfu_is_judged_round_by_round_against_the_highest_peak_and_shown_against
 
 def test_records_made_before_mfu_had_an_interval_still_render(tmp_path):
     old = _versus()
-    for k in [k for k in old["extra_info"] if k.startswith("trainer_mfu_")]:
+    for k in [k for k in old["extra_info"] if k.startswith(("trainer_mfu_", "train_flops_"))]:
         del old["extra_info"][k]
     old["extra_info"]["trainer_mfu_target_met"] = False
     batch = {"name": f"{sr.TESTS['batch']}[32-batches0]", "params": {"image_size": 32, "batches": [128]},
@@ -101,6 +102,7 @@ def test_records_made_before_mfu_had_an_interval_still_render(tmp_path):
     text = sr.write([_write(tmp_path / "old.json", _record([old, batch]))], tmp_path / "speed").read_text()
     assert "| trainer MFU >= 0.55 (at each column's batch) | 0.453: missed |" in text
     assert "| 32 px | 128 | 800 | 0.45 | not recorded | not recorded | 160 |" in text
+    assert "MFU counts 3 x the forward FLOPs per image (these records predate the counted training FLOPs" in text
 
 
 def test_the_batch_size_benchmark_measures_the_suites_training_batch_at_both_sizes():
@@ -146,6 +148,8 @@ def test_report_tables_come_from_the_records_alone(tmp_path):
             "missed; against each round's own peak 0.450 (0.450-0.450), no verdict | not measured |") in text
     assert "| 32 px | 128 | 800 | 0.45 | 0.45-0.45 | 0.45 (0.45-0.45) | 160 |" in text
     assert "12 min 34 s" in text and "`--benchmark -k 'peers and 32'`" in text
+    assert ("MFU counts a training step's FLOPs per image, forward and backward as counted on the model: "
+            "0.0900 GFLOP at 32 px, 0.0900 GFLOP at 96 px.") in text
 
 
 def test_bad_records_are_one_line_and_write_nothing(tmp_path, capsys):
