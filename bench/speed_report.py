@@ -57,7 +57,7 @@ def mfu_info(name: str, ips_by_round: Sequence[float], train_flops: float, peak:
     the peak is fixed).  Against each round's own peak (the machine's speed in that round), shown and
     never judged: ``{name}_mfu_own_peak`` and its interval; when a round's peak is too low for that
     (an MFU above 1), the reason instead."""
-    done = [cost.mfu(train_flops, x, 1.0) for x in ips_by_round]             # FLOP/s the step did, by round
+    done = [cost.mfu(train_flops, x, 1.0) for x in ips_by_round]       # FLOP/s the step did, by round
     info = ratio_info(f"{name}_mfu", done, [peak] * len(done), target)
     lo, hi = info[f"{name}_mfu_interval"]
     _valid({f"{name}_mfu": info[f"{name}_mfu"], "its interval's low end": lo, "its interval's high end": hi})

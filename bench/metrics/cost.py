@@ -11,7 +11,7 @@
   take, and the rest is everything else (normalisation, activations, loss, optimiser, glue).
 * :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
   (``models.conv.flops_per_image``: ``FlopCounterMode``, matmuls and convolutions, 2 FLOPs per
-  multiply-add); :func:`train_flops_per_image` — of one training step's forward and backward pass
+  multiply-add); :func:`training_flops_per_image` — of one training step's forward and backward pass
   per image, counted the same way (``models.conv.train_flops_per_image``).
 * :func:`peak_memory_mb` — CUDA only: ``torch.cuda.max_memory_allocated`` around a callable.
   On the CPU the suite reports *unavailable* rather than process RSS: RSS includes the dataset,
