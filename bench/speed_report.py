@@ -36,6 +36,8 @@ TESTS = {"vs": "test_peers_trainer_vs_plain_loop_vs_pythae", "batch": "test_peer
 LABELS = {"trainer": "trainer", "trainer_nchw": "trainer NCHW", "trainer_compile": "compiled",
           "trainer_torch_defaults": "trainer, torch defaults (before)", "plain": "plain NCHW",
           "plain_cl": "plain channels_last", "plain_cl_kept": "plain cl, kept memory", "pythae": "pythae"}
+MATMULS = "matmuls"   # the anatomy's conv and linear passes as plain matmuls of their shapes (cost.matmul_passes)
+STEP_WITH_MATMULS = "step_with_matmuls"     # the step with those in place of its conv and linear passes
 BEFORE = "trainer_torch_defaults"          # the trainer without the suite's CPU settings
 
 
@@ -136,11 +138,17 @@ def anatomy_info(by_round: dict[str, list[float]], parts: Sequence[str], by_pass
     ``step`` and each of ``parts``) and each pass alone (``by_pass``: part -> [[name, seconds]]):
     ms per step of each, the rest (loss, optimiser, glue: a difference of medians, so it can come out
     below 0), each part's round-by-round share of the step, the step's MFU, and the MFU ceiling, the
-    MFU of a step that did nothing but its ``parts[0]`` passes (the conv and linear layers)."""
+    MFU of a step that did nothing but its ``parts[0]`` passes (the conv and linear layers).  Where
+    ``by_round`` has :data:`MATMULS` (those passes' arithmetic as plain matmuls of their shapes, not
+    a part of the step), their MFU alone, and the step with them in place of ``parts[0]``: what the
+    step would take if its conv and linear passes ran as fast as the BLAS does their products."""
     ms = {k: 1e3 * statistics.median(v) for k, v in by_round.items()}
     ms["other"] = ms["step"] - sum(ms[p] for p in parts)
-    mfu = _valid({"step": cost.mfu(train_flops, batch / (ms["step"] / 1e3), peak),
-                  "ceiling": cost.mfu(train_flops, batch / (ms[parts[0]] / 1e3), peak)})
+    if MATMULS in ms:
+        ms[STEP_WITH_MATMULS] = ms["step"] - ms[parts[0]] + ms[MATMULS]
+    mfu = _valid({k: cost.mfu(train_flops, batch / (ms[t] / 1e3), peak)
+                  for k, t in [("step", "step"), ("ceiling", parts[0]), (MATMULS, MATMULS),
+                               (STEP_WITH_MATMULS, STEP_WITH_MATMULS)] if t in ms})
     info = {f"{k}_ms": round(v, 1) for k, v in ms.items()} | {"rounds": len(by_round["step"])}
     info.update({f"{k}_ms{BY_ROUND}": [round(1e3 * x, 1) for x in v] for k, v in by_round.items()})
     for part in parts:
@@ -151,6 +159,10 @@ def anatomy_info(by_round: dict[str, list[float]], parts: Sequence[str], by_pass
                  "mfu_target": MFU_TARGET[image_size],
                  "mfu_target_within_ceiling": mfu["ceiling"] >= MFU_TARGET[image_size]} | _peaks(peak, peaks)
                 | _flops(train_flops))
+    if MATMULS in mfu:
+        info.update({f"mfu_{MATMULS}": round(mfu[MATMULS], 3), f"{MATMULS}_gflops": round(mfu[MATMULS] * peak / 1e9, 1),
+                     f"mfu_{STEP_WITH_MATMULS}": round(mfu[STEP_WITH_MATMULS], 3),
+                     f"mfu_target_within_{STEP_WITH_MATMULS}": mfu[STEP_WITH_MATMULS] >= MFU_TARGET[image_size]})
     info.update({f"{part}_ms_by_pass": {n: round(1e3 * t, 2) for n, t in ps} for part, ps in by_pass.items()})
     return info
 
@@ -320,17 +332,34 @@ def _versus(benches: list[Bench], batches: Sequence[Bench] = ()) -> list[str]:
     return out + ["", "## Targets", "", *_table(head, rows, right_from=len(head)), ""]
 
 
+def _against_target(i: dict, key: str, within: str) -> str:
+    return f"{i[key]:.2f} (target {i['mfu_target']:.2f}{' within' if i[within] else ' beyond'} it)"
+
+
 def _anatomy(benches: list[Bench]) -> list[str]:
+    def as_matmuls(i: dict) -> list[str]:
+        if f"mfu_{MATMULS}" not in i:
+            return ["not measured", "not measured"]
+        return [f"{i[MATMULS + '_ms']:.1f} ({i[MATMULS + '_gflops']:.0f} GFLOP/s, MFU {i['mfu_' + MATMULS]:.2f})",
+                f"{i[STEP_WITH_MATMULS + '_ms']:.1f}, MFU "
+                + _against_target(i, f"mfu_{STEP_WITH_MATMULS}", f"mfu_target_within_{STEP_WITH_MATMULS}")]
     rows = [[_where(b), f"{i['step_ms']:.1f}", f"{i['conv_linear_ms']:.1f} ({i['conv_linear_gflops']:.0f} GFLOP/s)",
              f"{i['bn_leakyrelu_ms']:.1f}", f"{i['other_ms']:.1f}",
              f"{i['conv_linear_share']:.2f} ({i['conv_linear_share_interval'][0]:.2f}-"
              f"{i['conv_linear_share_interval'][1]:.2f})", f"{i['step_mfu']:.2f}",
-             f"{i['mfu_ceiling']:.2f} (target {i['mfu_target']:.2f}"
-             f"{' within' if i['mfu_target_within_ceiling'] else ' beyond'} it)", f"{i['matmul_peak_gflops']:.0f}"]
+             _against_target(i, "mfu_ceiling", "mfu_target_within_ceiling"), *as_matmuls(i),
+             f"{i['matmul_peak_gflops']:.0f}"]
             for b in benches for i in [b.info]]
     head = ["ms per step", "whole step", "conv + linear passes", "BN + LeakyReLU", "rest",
-            "share of conv + linear", "MFU", "MFU ceiling", "matmul peak (GFLOP/s)"]
+            "share of conv + linear", "MFU", "MFU ceiling", "conv + linear as plain matmuls",
+            "step with those instead", "matmul peak (GFLOP/s)"]
     out = ["## Where a step goes", "", *_table(head, rows), "",
+           "MFU ceiling: the MFU of a step that did nothing but its conv and linear passes, each at the speed "
+           "it runs alone. Conv + linear as plain matmuls: the same passes' arithmetic as one matmul per "
+           "product, each of the shape the pass multiplies and in its fastest operand layout, on this device's "
+           "BLAS, with no im2col, col2im or copies (`bench.metrics.cost.matmul_passes`), timed in the same "
+           "rounds; the step with those instead is the whole step less the passes plus the matmuls (a sum of "
+           "medians). It is not a bound: a direct convolution kernel can beat the matmul of its im2col shape.", "",
            "Slowest passes, each alone (ms, forward + backward):", ""]
     for b in benches:
         passes = {**b.info.get("conv_linear_ms_by_pass", {}), **b.info.get("bn_leakyrelu_ms_by_pass", {})}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.metrics import cost
+from models import MODELS
 from models.registry import VAEOutput
 
 
@@ -204,3 +205,48 @@ def test_module_passes_skip_calls_outside_the_backward_pass_and_other_kinds():
     with torch.no_grad():             # no output takes part in a backward pass: nothing to replay
         assert cost.module_passes(model, lambda: model(torch.rand(2, 3, 16, 16)), (torch.nn.Conv2d,)) == []
     assert cost.seconds_per_call(norm[0].run, device="cpu", warmup=0, repeats=1) > 0
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_matmul_passes_carry_exactly_the_flops_a_step_counts(name):
+    """The step's conv and linear calls as plain matmuls: 2 M K N summed over them is the training
+    step's counted FLOPs (forward, weight gradients, input gradients where the step needs them)."""
+    torch.manual_seed(0)
+    model = MODELS.build(name, {"image_size": 32}).train()
+    x, batch = torch.rand(3, 3, 32, 32), 3
+
+    def step():
+        out = model(x)
+        (out.recon.sum() + out.mu.sum() + out.logvar.sum()).backward()
+    passes = cost.matmul_passes(model, step)
+    flops, _ = cost.training_flops_per_image(model, 32)
+    assert sum(2 * m * k * n for p in passes for m, k, n in p.shapes) == flops * batch
+    assert all(len(p.layouts) == len(p.shapes) and set(p.layouts) <= set(cost.LAYOUTS) for p in passes)
+    first = passes[0]
+    assert len(first.shapes) == 2                     # the batch needs no gradient: no input gradient
+    assert all(len(p.shapes) == 3 for p in passes[1:])
+    model.zero_grad(set_to_none=True)
+    first.run()
+    assert all(q.grad is None for q in model.parameters())        # plain matmuls, not the model
+
+
+def test_matmul_shapes_of_a_conv_and_a_transposed_conv():
+    conv = torch.nn.Conv2d(8, 16, 4, 2, 1)                         # 10 x 10 -> 5 x 5
+    assert cost.matmul_shapes(conv, (2, 8, 10, 10), (2, 16, 5, 5), True) == [
+        (2 * 25, 8 * 16, 16), (16, 2 * 25, 8 * 16), (2 * 25, 16, 8 * 16)]
+    up = torch.nn.ConvTranspose2d(16, 8, 4, 2, 1)                  # 5 x 5 -> 10 x 10
+    assert cost.matmul_shapes(up, (2, 16, 5, 5), (2, 8, 10, 10), False) == [
+        (2 * 25, 16, 8 * 16), (16, 2 * 25, 8 * 16)]
+    fc = torch.nn.Linear(6, 4)
+    assert cost.matmul_shapes(fc, (5, 6), (5, 4), True) == [(5, 6, 4), (4, 5, 6), (5, 4, 6)]
+    for bad in (torch.nn.Conv2d(8, 8, 3, groups=2), torch.nn.Conv2d(8, 8, 3, dilation=2), torch.nn.ReLU()):
+        with pytest.raises(ValueError, match="matmul_shapes"):
+            cost.matmul_shapes(bad, (1, 8, 9, 9), (1, 8, 5, 5), True)
+
+
+def test_matmul_operands_in_each_layout_are_the_same_shape():
+    like, gen = torch.empty(0), torch.Generator().manual_seed(0)
+    row, col = cost._operand(3, 5, "N", like, gen), cost._operand(3, 5, "T", like, gen)
+    assert row.shape == col.shape == (3, 5) and row.stride() == (5, 1) and col.stride() == (1, 3)
+    layout, run = cost._fastest_matmul(4, 3, 2, like, gen)
+    assert layout in cost.LAYOUTS and run().shape == (4, 2)

@@ -62,7 +62,7 @@ from bench import speed_report
 from bench.config import TrainSpec
 from bench.metrics import cost
 from bench.runtime import keep_freed_memory
-from bench.speed_report import MFU_TARGET
+from bench.speed_report import MATMULS, MFU_TARGET, STEP_WITH_MATMULS
 from bench.train import make_optimizer, train_step
 from losses import Objective
 from models import MODELS, layers
@@ -330,14 +330,14 @@ def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size
 
 # --------------------------------------------------------------------------- where a step's time goes
 
-PARTS = {"conv_linear": (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear),
-         "bn_leakyrelu": (torch.nn.BatchNorm2d, torch.nn.LeakyReLU)}
+PARTS = {"conv_linear": cost.MATMUL_KINDS, "bn_leakyrelu": (torch.nn.BatchNorm2d, torch.nn.LeakyReLU)}
 
 
 def _anatomy(image_size: int, batch: int, n_rounds: int) -> dict:
     """Worker, in a process set up as ``bench run``'s: the trainer's step and, in the same interleaved
-    rounds, each part's modules replayed alone (``cost.module_passes``), with the matmul peak
-    (:func:`_interleaved_with_peak`); then each pass alone once more, for the table by layer."""
+    rounds, each part's modules replayed alone (``cost.module_passes``) and the conv and linear
+    passes' arithmetic as plain matmuls of their shapes (``cost.matmul_passes``), with the matmul
+    peak (:func:`_interleaved_with_peak`); then each pass alone once more, for the table by layer."""
     keep_freed_memory()
     x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     step, arg, model = _trainer_and_model(image_size, x)
@@ -345,6 +345,7 @@ def _anatomy(image_size: int, batch: int, n_rounds: int) -> dict:
     for _ in range(3):
         run()
     passes = {part: cost.module_passes(model, run, kinds) for part, kinds in PARTS.items()}
+    passes[MATMULS] = cost.matmul_passes(model, run)
     seconds = lambda fn: cost.seconds_per_call(fn, device=CPU)
     measures = {"step": lambda: seconds(run)}
     for part, ps in passes.items():
@@ -360,7 +361,10 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
     rest (loss, optimiser, reparameterisation, output sigmoid, glue), each part timed alone on the
     step's own tensors in the same rounds as the whole step.  The MFU ceiling is the step's MFU if it
     did nothing but its conv and linear passes at the speed they run alone: what a training loop
-    could reach on this device without faster convolution kernels, whatever else it fuses."""
+    could reach on this device without faster convolution kernels, whatever else it fuses.  Beside
+    it, the same passes' arithmetic as plain matmuls of their shapes (fastest operand layout, no
+    im2col or col2im), and the step with those in their place: what the step would take if its
+    convolutions ran as fast as this device's BLAS does their products."""
     def run():
         out = subprocess.run([sys.executable, __file__, "--anatomy", str(image_size), str(batch), str(rounds)],
                              capture_output=True, text=True)
@@ -373,14 +377,17 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
                                      res["peaks"], image_size)
     benchmark.extra_info.update(info)
     ms = {k: info[f"{k}_ms"] for k in ("step", *PARTS, "other")}
-    mfu = {"step": info["step_mfu"], "ceiling": info["mfu_ceiling"]}
-    top = sorted(((t, n) for ps in res["by_pass"].values() for n, t in ps), reverse=True)[:6]
+    mfu = {"step": info["step_mfu"], "ceiling": info["mfu_ceiling"], MATMULS: info[f"mfu_{MATMULS}"],
+           STEP_WITH_MATMULS: info[f"mfu_{STEP_WITH_MATMULS}"]}
+    top = sorted(((t, n) for part in PARTS for n, t in res["by_pass"][part]), reverse=True)[:6]
     print(f"\n{image_size}px batch {batch}, ms per step (median of {rounds} rounds): step {ms['step']:.1f}, "
           f"conv + linear passes {ms['conv_linear']:.1f} ({info['conv_linear_gflops']:.0f} GFLOP/s), "
           f"BN + LeakyReLU {ms['bn_leakyrelu']:.1f}, the rest {ms['other']:.1f}; share of the step round by round: "
           + ", ".join(f"{part} {info[part + '_share']:.2f} ({info[part + '_share_interval'][0]:.2f}-"
                       f"{info[part + '_share_interval'][1]:.2f})" for part in PARTS) + "; "
-          f"MFU {mfu['step']:.2f}, ceiling {mfu['ceiling']:.2f} (target {MFU_TARGET[image_size]}); "
+          f"MFU {mfu['step']:.2f}, ceiling {mfu['ceiling']:.2f} (target {MFU_TARGET[image_size]}); conv + linear "
+          f"as plain matmuls {info[MATMULS + '_ms']:.1f} ms (MFU {mfu[MATMULS]:.2f}), the step with them "
+          f"{info[STEP_WITH_MATMULS + '_ms']:.1f} ms (MFU {mfu[STEP_WITH_MATMULS]:.2f}); "
           f"matmul peak {res['peak'] / 1e9:.0f} GFLOP/s; slowest passes: "
           + ", ".join(f"{n} {1e3 * t:.1f}" for t, n in top))
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug

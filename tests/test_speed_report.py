@@ -124,6 +124,38 @@ def test_anatomy_record_splits_the_step_and_its_ceiling_is_the_conv_passes_alone
     assert info["conv_ms_by_pass"] == {"enc": 100.0, "dec": 50.0} and info["rounds"] == 6
 
 
+def _anatomy(size: int, batch: int, matmuls: bool) -> dict:
+    s = [0.200, 0.205, 0.198, 0.210, 0.202, 0.201]
+    by_round = {"step": s, "conv_linear": [x - 0.03 for x in s], "bn_leakyrelu": [0.024] * 6}
+    by_pass = {"conv_linear": [["enc", 0.1], ["dec", 0.07]], "bn_leakyrelu": [["bn1", 0.024]]}
+    if matmuls:
+        by_round[sr.MATMULS], by_pass[sr.MATMULS] = [0.120] * 6, [["enc", 0.07], ["dec", 0.05]]
+    info = sr.anatomy_info(by_round, ["conv_linear", "bn_leakyrelu"], by_pass, FLOPS, batch, 1.6e11, [1.6e11] * 6, size)
+    return {"name": f"{sr.TESTS['anatomy']}[{size}-{batch}]", "params": {"image_size": size, "batch": batch},
+            "extra_info": info | {"wall_s": 80.0, "pytest_args": ["--benchmark", "-k", "step_anatomy"]}}
+
+
+def test_anatomy_sets_the_passes_beside_plain_matmuls_of_their_shapes(tmp_path):
+    info = _anatomy(32, 128, matmuls=True)["extra_info"]
+    # 90e6 FLOPs x 128 images: in the matmuls' 120 ms, 96 GFLOP/s = MFU 0.600 of 160; in the passes'
+    # 171.5 ms, 0.420 (the ceiling); the whole step (201.5 ms) 0.357; the step with the matmuls instead
+    # of the passes, 201.5 - 171.5 + 120 = 150 ms, 0.480
+    assert info["mfu_matmuls"] == pytest.approx(0.600) and info["matmuls_gflops"] == pytest.approx(96.0)
+    assert info["mfu_ceiling"] == pytest.approx(0.420, abs=1e-3) and info["step_mfu"] == pytest.approx(0.357, abs=1e-3)
+    assert info["step_with_matmuls_ms"] == pytest.approx(150.0) and info["mfu_step_with_matmuls"] == pytest.approx(0.48)
+    assert not info["mfu_target_within_step_with_matmuls"] and not info["mfu_target_within_ceiling"]
+    assert info["other_ms"] == pytest.approx(6.0)              # the matmuls are no part of the step
+    old = _anatomy(96, 32, matmuls=False)["extra_info"]        # a record from before them
+    assert "mfu_matmuls" not in old
+    text = sr.write([_write(tmp_path / "a.json", _record([_anatomy(32, 128, True), _anatomy(96, 32, False)]))],
+                    tmp_path / "speed").read_text()
+    assert ("| 32 px, batch 128 | 201.5 | 171.5 (67 GFLOP/s) | 24.0 | 6.0 | 0.85 (0.85-0.86) | 0.36 | "
+            "0.42 (target 0.55 beyond it) | 120.0 (96 GFLOP/s, MFU 0.60) | 150.0, MFU 0.48 (target 0.55 beyond it) "
+            "| 160 |") in text
+    assert "| 96 px, batch 32 |" in text and "| not measured | not measured | 160 |" in text
+    assert "- 32 px, batch 128: enc 100.0, dec 70.0, bn1 24.0" in text       # the matmuls are no pass of the step
+
+
 def test_report_tables_come_from_the_records_alone(tmp_path):
     a = _write(tmp_path / "vs.json", _record([_versus(32, 128), _versus(96, 32)]))
     batch = {"name": f"{sr.TESTS['batch']}[32-batches0]", "params": {"image_size": 32, "batches": [64, 128]},

@@ -9,6 +9,9 @@
   and linears, say) during one real step, replayed alone (its forward and backward pass on copies
   of the tensors the step gave it), so the sum of their times is the part of a step those modules
   take, and the rest is everything else (normalisation, activations, loss, optimiser, glue).
+  :func:`matmul_passes` — the same calls' arithmetic as plain matrix products of their shapes
+  (:func:`matmul_shapes`), each in its fastest operand layout: what the device's BLAS gives a step's
+  own matmul shapes, with no im2col or col2im.
 * :func:`forward_flops_per_image` — FLOPs of one forward pass of one image
   (``models.conv.flops_per_image``: ``FlopCounterMode``, matmuls and convolutions, 2 FLOPs per
   multiply-add); :func:`training_flops_per_image` — of one training step's forward and backward pass
@@ -29,12 +32,13 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -116,6 +120,30 @@ class Pass(NamedTuple):
     run: Callable[[], None]         # its forward and backward pass, alone
 
 
+def _step_calls(model: torch.nn.Module, run_step: Callable[[], Any],
+                kinds: tuple[type[torch.nn.Module], ...]) -> list[tuple]:
+    """(name, module, a copy of its input, whether the input needed a gradient, a copy of its output
+    gradient) of each call of a module of ``kinds`` during one ``run_step()`` whose output took part
+    in the backward pass."""
+    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+    calls: list[list] = []
+
+    def record(mod, args, out):
+        if not (isinstance(out, torch.Tensor) and out.requires_grad):
+            return
+        call = [names[mod], mod, args[0].detach().clone(), args[0].requires_grad, None]
+        calls.append(call)
+        out.register_hook(lambda g: call.__setitem__(4, g.detach().clone()))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        run_step()
+    finally:
+        for h in handles:
+            h.remove()
+    return [tuple(c) for c in calls if c[4] is not None]
+
+
 def module_passes(model: torch.nn.Module, run_step: Callable[[], Any],
                   kinds: tuple[type[torch.nn.Module], ...]) -> list[Pass]:
     """One :class:`Pass` per call of a module of ``kinds`` during one ``run_step()`` whose output
@@ -124,29 +152,95 @@ def module_passes(model: torch.nn.Module, run_step: Callable[[], Any],
     step computed (same shapes, memory formats and values; with an input gradient only where the
     step needed one; the module's parameter gradients are reset first, as the optimiser's
     ``zero_grad(set_to_none=True)`` does).  So the layers take the same code path as in the step."""
-    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
-    calls: list[list] = []
-
-    def record(mod, args, out):
-        if not (isinstance(out, torch.Tensor) and out.requires_grad):
-            return
-        call = [mod, args[0].detach().clone(), args[0].requires_grad, None]
-        calls.append(call)
-        out.register_hook(lambda g: call.__setitem__(3, g.detach().clone()))
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, kinds)]
-    try:
-        run_step()
-    finally:
-        for h in handles:
-            h.remove()
-
     def replay(mod: torch.nn.Module, x: torch.Tensor, needs_grad: bool, g: torch.Tensor) -> Callable[[], None]:
         def run() -> None:
             mod.zero_grad(set_to_none=True)
             mod(x.detach().requires_grad_(needs_grad)).backward(g)
         return run
-    return [Pass(names[c[0]], replay(*c)) for c in calls if c[3] is not None]
+    return [Pass(name, replay(*rest)) for name, *rest in _step_calls(model, run_step, kinds)]
+
+
+MATMUL_KINDS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+
+
+def matmul_shapes(mod: torch.nn.Module, x_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  input_grad: bool) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the matrix products that carry a conv's or linear layer's FLOPs in one training
+    step, as ``FlopCounterMode`` counts them (2 M K N each): the forward pass, the weight gradient,
+    and the input gradient where the step needs one.  A conv's forward pass is its im2col rows
+    (one per output position) times its weight; a transposed conv's, its input positions times its
+    weight, whose columns col2im then adds into the output.  Only groups = 1 and dilation = 1."""
+    if isinstance(mod, torch.nn.Linear):
+        m, k, n = math.prod(x_shape[:-1]), x_shape[-1], out_shape[-1]
+        fwd, wgrad, igrad = (m, k, n), (n, m, k), (m, n, k)
+    elif isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+        if mod.groups != 1 or any(d != 1 for d in mod.dilation):
+            raise ValueError(f"matmul_shapes: {type(mod).__name__} with groups={mod.groups}, "
+                             f"dilation={mod.dilation}; only groups=1, dilation=1")
+        taps = math.prod(mod.kernel_size)
+        if isinstance(mod, torch.nn.ConvTranspose2d):    # input positions x C_in -> C_out x taps columns
+            m, k, n = x_shape[0] * math.prod(x_shape[2:]), x_shape[1], out_shape[1] * taps
+            wgrad = (k, m, n)                             # input^T @ output columns' gradient
+        else:                                             # output positions x (C_in x taps) -> C_out
+            m, k, n = out_shape[0] * math.prod(out_shape[2:]), x_shape[1] * taps, out_shape[1]
+            wgrad = (n, m, k)                             # output gradient^T @ im2col rows
+        fwd, igrad = (m, k, n), (m, n, k)
+    else:
+        raise ValueError(f"matmul_shapes: no matrix products known for {type(mod).__name__}")
+    return [fwd, wgrad, *([igrad] if input_grad else [])]
+
+
+class Matmuls(NamedTuple):
+    name: str                               # the module's name in the model
+    shapes: list[tuple[int, int, int]]      # (M, K, N) of each product (:func:`matmul_shapes`)
+    layouts: list[str]                      # each product's operand layout: "NT" = A row-major, B transposed
+    run: Callable[[], None]                 # those products as plain matmuls, alone
+
+
+LAYOUTS = ("NN", "NT", "TN", "TT")
+
+
+def _operand(rows: int, cols: int, layout: str, like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random (rows x cols) matrix of ``like``'s dtype and device: row-major ("N"), or the
+    transposed view of a row-major (cols x rows) one ("T")."""
+    shape = (rows, cols) if layout == "N" else (cols, rows)
+    t = torch.randn(*shape, generator=gen, dtype=like.dtype).to(like.device)
+    return t if layout == "N" else t.t()
+
+
+def _fastest_matmul(m: int, k: int, n: int, like: torch.Tensor, gen: torch.Generator) -> tuple[str, Callable[[], None]]:
+    """(layout, run) of an (m x k) @ (k x n) matmul into a kept output, in the fastest of
+    :data:`LAYOUTS` (median of 3 calls each): BLAS speed depends on the operands' layout."""
+    c = torch.empty(m, n, dtype=like.dtype, device=like.device)
+    best = None
+    for layout in LAYOUTS:
+        a, b = _operand(m, k, layout[0], like, gen), _operand(k, n, layout[1], like, gen)
+        run = functools.partial(torch.mm, a, b, out=c)
+        t = seconds_per_call(run, device=like.device, warmup=1, repeats=3)
+        if best is None or t < best[0]:
+            best = (t, layout, run)
+    return best[1], best[2]
+
+
+def _run_all(fns: Sequence[Callable[[], Any]]) -> None:
+    for fn in fns:
+        fn()
+
+
+def matmul_passes(model: torch.nn.Module, run_step: Callable[[], Any]) -> list[Matmuls]:
+    """For each conv and linear call of one ``run_step()`` that took part in the backward pass, the
+    same arithmetic as plain matrix products: each of :func:`matmul_shapes` one matmul of random
+    operands of the input's dtype and device, in the fastest operand layout, into a kept output.  No
+    im2col, no col2im, no copies: what the device's BLAS gives the step's own matmul shapes, to set
+    beside the time the layers' passes take (:func:`module_passes`).  It is not a bound: a direct
+    convolution kernel that is not a GEMM (oneDNN's) can beat the GEMM of its im2col shape."""
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    for name, mod, x, needs_grad, g in _step_calls(model, run_step, MATMUL_KINDS):
+        shapes = matmul_shapes(mod, tuple(x.shape), tuple(g.shape), needs_grad)
+        layouts, runs = zip(*(_fastest_matmul(m, k, n, x, gen) for m, k, n in shapes))
+        out.append(Matmuls(name, shapes, list(layouts), functools.partial(_run_all, runs)))
+    return out
 
 
 def seconds_per_call(fn: Callable[[], Any], *, device: torch.device | str, warmup: int = 1, repeats: int = 5) -> float:
