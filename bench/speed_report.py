@@ -380,7 +380,22 @@ def _batches(benches: list[Bench]) -> list[str]:
             "matmul peak (GFLOP/s)"]
     return ["## Trainer by batch size", "", *_table(head, rows, right_from=1), "",
             f"The MFU target is checked at the peers benchmark's batch and at the suite's training batch "
-            f"({TRAIN_BATCH}, `train.batch_size`'s default); the other batches are shown.", ""]
+            f"({TRAIN_BATCH}, `train.batch_size`'s default); the other batches are shown. "
+            + _highest(benches), ""]
+
+
+def _highest(benches: list[Bench]) -> str:
+    """The batch with the highest median MFU at each size: picked after the rounds, so it is shown, not judged
+    (the largest of several noisy medians leans high)."""
+    best = []
+    for b in benches:
+        mfu = {int(k[len("batch"):-len("_mfu")]): v for k, v in b.info.items()
+               if k.startswith("batch") and k.endswith("_mfu")}
+        top = max(mfu, key=mfu.get)
+        best.append(f"{b.size} px {mfu[top]:.2f} at batch {top} (target {MFU_TARGET[b.size]:.2f}; "
+                    f"batches {min(mfu)}-{max(mfu)})")
+    return ("Highest median MFU by size, picked after the rounds and so no verdict (the largest of several "
+            "noisy medians leans high): " + "; ".join(best) + ".")
 
 
 def _counted(benches: list[Bench]) -> str:

@@ -111,6 +111,7 @@ def test_the_batch_size_benchmark_measures_the_suites_training_batch_at_both_siz
     marks = [m for m in peers.test_peers_trainer_batch_scaling.pytestmark if m.name == "parametrize"]
     sizes = dict(marks[0].args[1])
     assert set(sizes) == set(sr.MFU_TARGET) and all(sr.TRAIN_BATCH in b for b in sizes.values())
+    assert all(max(b) > sr.TRAIN_BATCH for b in sizes.values())     # shows whether a larger batch would help
 
 
 def test_anatomy_record_splits_the_step_and_its_ceiling_is_the_conv_passes_alone():
@@ -179,6 +180,8 @@ def test_report_tables_come_from_the_records_alone(tmp_path):
     assert ("| trainer MFU at the suite's training batch (128), batch-size benchmark | 0.450 (0.450-0.450, 96.9%): "
             "missed; against each round's own peak 0.450 (0.450-0.450), no verdict | not measured |") in text
     assert "| 32 px | 128 | 800 | 0.45 | 0.45-0.45 | 0.45 (0.45-0.45) | 160 |" in text
+    assert "no verdict (the largest of several noisy medians leans high): 32 px 0.45 at batch 128 (target 0.55; " \
+           "batches 64-128)." in text
     assert "12 min 34 s" in text and "`--benchmark -k 'peers and 32'`" in text
     assert ("MFU counts a training step's FLOPs per image, forward and backward as counted on the model: "
             "0.0900 GFLOP at 32 px, 0.0900 GFLOP at 96 px.") in text
