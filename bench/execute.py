@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench import store
+from bench import precision, store
 from bench.config import RunSpec
 from bench.runtime import keep_freed_memory, resolve_device
 from bench.scoring import score
@@ -68,6 +68,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
     env = store.environment(device)
     env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
                         "shared": placement.shared}
+    env["precision"] = precision.effective(device, run.train.amp)
     env["allocator"] = keep_freed_memory()       # process-wide; see bench/runtime.py
     store.write_json(run_dir / "env.json", env)
     result = result_dict(train(run, run_dir, progress=progress, device=device))

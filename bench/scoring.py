@@ -41,6 +41,7 @@ from bench.evalsets import EvalSets, eval_sets
 from bench.metrics import cost, quality
 from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
+from bench.precision import fp32
 from bench.runtime import load_run_model, memory_format, resolve_device
 from bench.sheets import interleave_rows, save_grid
 from bench.subsets import kid_subset_size
@@ -65,6 +66,7 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
 # --------------------------------------------------------------------------- the scoring pass
 
 @torch.no_grad()
+@fp32()
 def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity: bool = True,
           progress: Callable[[str], None] | None = None, device: torch.device | None = None,
           shared: str | None = None) -> dict[str, Any]:

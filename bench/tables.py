@@ -220,6 +220,8 @@ def header_facts(spec: AblationSpec, records: list[RunRecord]) -> dict[str, Any]
         "commits": commits,
         "provenance": provenance(commits),
         "devices": _distinct(e.get("device_name") or e.get("device") for e in envs),
+        # runs trained before env.json recorded it ran in fp32 on a CPU (bench/train.py check_precision)
+        "precision": _distinct(e.get("precision", "fp32") for e in envs),
         "steps": sorted({int(r.run.train.steps) for r in records}),
         "seeds": list(spec.seeds),
         "source": _rel_source(spec.source),
@@ -339,6 +341,7 @@ def render_markdown(spec: AblationSpec, records: list[RunRecord], groups: list[G
              f"(tables only: `python -m bench table {args}`)\n\n")
     md.write(f"**Git commit.** {', '.join(facts['commits']) or 'n/a'} · "
              f"**Device.** {', '.join(facts['devices']) or 'n/a'} · "
+             f"**Precision.** {', '.join(facts['precision']) or 'n/a'} · "
              f"**Steps.** {', '.join(map(str, facts['steps']))} · "
              f"**Seeds.** {', '.join(map(str, facts['seeds']))} · **Baseline arm.** `{base}`\n\n")
     c = facts["compute"]

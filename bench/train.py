@@ -6,6 +6,10 @@ Build data, model, objective, optimiser; resume from ckpt.pt if present; loop; c
 return.  Determinism: one seed drives init (torch.manual_seed), batch order (the Batches
 generator) and the reparameterisation noise (its own generator); all three are checkpointed,
 so a killed run resumes to the same weights as an uninterrupted one (on the same device).
+
+Precision: the checkpoint records the effective precision it was trained in (``bench.precision``:
+fp32, or bf16 autocast on CUDA); resuming it under another one would mix numerics inside one run
+under one hash, so it is refused with one line naming both.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ from pathlib import Path
 import torch
 
 from bench import data as data_mod
-from bench import store
+from bench import precision, store
 from bench.config import RunSpec, TrainSpec
+from bench.errors import BenchError
 from bench.live import LiveLog
 from bench.runtime import autocast, build_model, memory_format, resolve_device
 from losses import Objective
@@ -64,12 +69,14 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     noise = torch.Generator(device=device).manual_seed(run.seed + 1)
     step_fn = torch.compile(model) if cfg.compile else model
     fmt = memory_format(run)
+    prec = precision.effective(device, cfg.amp)
 
     # -- resume
     step, resumed_from = 0, 0
     ckpt_path = run_dir / store.CKPT
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        check_precision(ck, prec, ckpt_path)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         batches.load_state_dict(ck["batches"])
@@ -79,7 +86,8 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
 
     def save_ckpt() -> float:
         t0 = time.perf_counter()
-        store.torch_save(ckpt_path, {"version": CKPT_VERSION, "step": step, "model": model.state_dict(),
+        store.torch_save(ckpt_path, {"version": CKPT_VERSION, "step": step, "precision": prec,
+                                     "model": model.state_dict(),
                                      "opt": opt.state_dict(), "batches": batches.state_dict(),
                                      "noise": noise.get_state()})
         dt = time.perf_counter() - t0
@@ -174,6 +182,16 @@ def train_step(model, step_fn, objective, opt, x: torch.Tensor, noise: torch.Gen
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     return total, terms
+
+
+def check_precision(ck: dict, prec: str, ckpt_path: Path) -> None:
+    """Refuse to resume a checkpoint trained in another effective precision.  A checkpoint older than
+    this record counts as fp32: the suite's CUDA path had never run when such checkpoints were written."""
+    was = ck.get("precision", precision.FP32)
+    if was != prec:
+        raise BenchError(f"{ckpt_path}: trained so far in {was}, this device would resume it in {prec}; "
+                         "one run must not mix the two (resume it where it started, set train.amp to match, "
+                         "or delete the run directory to retrain)")
 
 
 def _rate(images: int, seconds: float) -> float | None:

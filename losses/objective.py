@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.errors import ConfigError
+from bench.precision import float32
 from losses.registry import LOSSES
 from models.registry import VAEOutput
 
@@ -66,11 +67,20 @@ class Term(nn.Module):
 
     ``x``: (B, 3, H, W) targets in [0, 1]; ``out``: the model's ``VAEOutput``; ``model``: the VAE
     (only terms that look inside it need it, e.g. ``deep_feature``); ``step``: the training step
-    (for schedules such as KL warm-up).  Terms compute in float32 whatever the autocast dtype.
+    (for schedules such as KL warm-up).
+
+    Terms compute in float32 whatever autocast is active: calling a term switches autocast off for
+    the images' device and hands ``forward`` float32 copies of ``x`` and of every field of ``out``
+    (gradients flow through the casts), so a bf16 model's output is scored in float32.
     """
 
     def __init__(self):  # explicit: the registry binds YAML args to this signature (no **kwargs)
         super().__init__()
+
+    def __call__(self, x: torch.Tensor, out: VAEOutput, model: nn.Module | None = None,
+                 step: int = 0) -> torch.Tensor:
+        with float32(x.device):
+            return super().__call__(x.float(), VAEOutput(*(t.float() for t in out)), model, step)
 
     def forward(self, x: torch.Tensor, out: VAEOutput, model: nn.Module | None = None,
                 step: int = 0) -> torch.Tensor:

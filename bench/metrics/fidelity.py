@@ -29,6 +29,7 @@ from bench import store, weights
 from bench.errors import WeightsError
 from bench.metrics.records import metric, unavailable
 from bench.paths import cache_root
+from bench.precision import fp32
 from bench.pretrained import (
     FEATURE_LAYER,
     INCEPTION_LAYOUT,
@@ -65,6 +66,7 @@ def cache_dir() -> Path:
     return root / "fid_stats"
 
 
+@fp32()
 def _features(extractor, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """(N, 2048) float32 CPU features; uint8 in, the extractor resizes and normalises."""
     out = []
@@ -160,6 +162,7 @@ def _to_pm1(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, torch.float32) / 127.5 - 1.0   # uint8 -> [-1, 1]
 
 
+@fp32()
 def _per_image_mean(model, x: torch.Tensor, r: torch.Tensor, device: torch.device) -> float:
     vals = []
     with torch.no_grad():

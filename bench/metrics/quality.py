@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from bench.precision import fp32
 from losses.ssim import ms_ssim_per_image as _ms_ssim
 from losses.ssim import ms_ssim_plan, window_for
 
@@ -114,6 +115,7 @@ def ms_ssim_config(side: int, preferred_win: int = 11) -> tuple[int, tuple[float
     return ms_ssim_plan(side, preferred_win)
 
 
+@fp32()
 def ms_ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(N,) MS-SSIM(x, y) with data_range=1.0, scales/window chosen by :func:`ms_ssim_config`.
 
@@ -133,6 +135,7 @@ def saturation_map(x: torch.Tensor) -> torch.Tensor:
     return torch.where(mx > EPS, (mx - mn) / mx.clamp_min(EPS), torch.zeros_like(mx))
 
 
+@fp32()
 def laplacian_variance(x: torch.Tensor) -> torch.Tensor:
     """(N,) variance of the 3x3 Laplacian of the grayscale image (valid convolution)."""
     g = grayscale(x).unsqueeze(1)
@@ -214,6 +217,7 @@ def checkerboard_excess(x: torch.Tensor, quarter: bool = False) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- colour, per image
 
+@fp32()
 def srgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) sRGB in [0, 1] -> CIELAB (L* in 0..100, a*, b*), D65 white."""
     x = as_float(x).clamp(0, 1)
@@ -237,6 +241,7 @@ def pooled_colour_error(x: torch.Tensor, y: torch.Tensor, pool: int = 3) -> torc
     return (px - py).square().flatten(1).mean(1)
 
 
+@fp32()
 def chroma_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B,) mean per-pixel Euclidean distance in CIELAB a*b* (hue and chroma; lightness ignored)."""
     ab_x, ab_y = srgb_to_lab(x)[:, 1:], srgb_to_lab(y)[:, 1:]
@@ -259,6 +264,7 @@ class SetStats:
     cb_excess_sum: float = 0.0
 
     @torch.no_grad()
+    @fp32()
     def update(self, x: torch.Tensor) -> SetStats:
         x = as_float(x)                                       # (B, 3, H, W) in [0, 1]
         b, _, h, w = x.shape
@@ -411,6 +417,7 @@ def psnr_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse_per_image(x, y).clamp_min(1e-10))
 
 
+@fp32()
 def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(B,) SSIM (pytorch-msssim, Gaussian window, data_range=1.0)."""
     from pytorch_msssim import ssim
