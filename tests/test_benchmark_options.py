@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow   # pytest in subprocesses: the slow tier
+
 ROOT = Path(__file__).resolve().parent.parent
 ONE = ["tests/test_metric_benchmarks.py", "-k", "saturation", "-q", "-p", "no:cacheprovider"]
 

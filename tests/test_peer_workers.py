@@ -15,6 +15,8 @@ from test_peer_benchmarks import _interleaved_with_peak, _Worker
 from bench.metrics import cost
 from bench.speed_report import ratio_info
 
+pytestmark = pytest.mark.slow   # worker processes: the slow tier
+
 
 def test_a_worker_measures_and_steps_in_its_own_process(tmp_path):
     w = _Worker("plain_cl_kept", 32, 2, tmp_path)

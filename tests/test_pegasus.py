@@ -164,6 +164,7 @@ def test_unknown_class_lists_the_known_ones():
 
 # --------------------------------------------------------------------------- the class probe
 
+@pytest.mark.slow
 def test_probe_learns_shapes_and_is_cached(monkeypatch):
     spec = data_mod.DataSpec(source="shapes", resolution=32, n_train=2000, n_test=500, classes=["ring", "star"])
     cfg = probe_mod.ProbeConfig(widths=(16, 32, 64, 64), steps=200)
@@ -294,6 +295,7 @@ PEGASUS_FILE = TINY.replace("name: tiny", "name: tinypeg").replace(      # long 
     "  mse: {}", "  mse: {}\n  wide: {model: {latent_dim: 16}}")
 
 
+@pytest.mark.slow
 def test_report_ranks_arms_and_draws_the_best_run(tmp_path, monkeypatch, capsys):
     from bench import pegasus_report
 

@@ -34,6 +34,7 @@ def out_of(recon):
     return VAEOutput(recon, torch.zeros(b, 4), torch.zeros(b, 4), torch.zeros(b, 4))
 
 
+@pytest.mark.slow
 def test_vgg19_deep_feature_real_path(weights_dir, monkeypatch):
     torch.manual_seed(0)
     vgg = torchvision.models.vgg19(weights=None)
@@ -68,6 +69,7 @@ def test_vgg19_corrupt_file_is_one_line_error(weights_dir):
         Objective.from_config([{"name": "deep_feature", "network": "vgg19"}])
 
 
+@pytest.mark.slow
 def test_lpips_loss_matches_lpips_package(weights_dir, monkeypatch):
     lpips = pytest.importorskip("lpips")
     torch.manual_seed(1)
@@ -86,6 +88,7 @@ def test_lpips_loss_matches_lpips_package(weights_dir, monkeypatch):
     assert obj(x, out_of(x), None, 0)[0].item() == pytest.approx(0.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_lpips_loss_trains_a_model(weights_dir, monkeypatch):
     torch.manual_seed(2)
     plant(monkeypatch, weights_dir, "alexnet", torchvision.models.alexnet(weights=None))

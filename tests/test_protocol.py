@@ -134,6 +134,7 @@ def test_experiment_overrides_write_trial_results(tmp_path):
     assert name.startswith("proto~trial-") and not as_written
 
 
+@pytest.mark.slow
 def test_cli_trial_run_does_not_touch_committed_results_and_score_rescores(tmp_path, monkeypatch):
     from bench.__main__ import main
 

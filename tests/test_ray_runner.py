@@ -14,6 +14,8 @@ from test_runners import _file, _values
 
 from bench import config, runners, status, store
 
+pytestmark = pytest.mark.slow   # a Ray cluster: the slow tier
+
 ray = pytest.importorskip("ray")
 
 

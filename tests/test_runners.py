@@ -69,6 +69,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_sequential_metrics(tmp_path, one_thread, monkeypatch):
     spec = config.load(_file(tmp_path))
     runs = config.expand(spec)
@@ -98,6 +99,7 @@ def test_placement_on_cuda_is_round_robin_and_cpu_threads_are_split(monkeypatch)
     assert slots[0].shared == "2 jobs shared cuda:0" and slots[1].shared is None
 
 
+@pytest.mark.slow
 def test_two_sweeps_of_one_file_train_every_run_once(tmp_path):
     f = _file(tmp_path, steps=40, ckpt=10)
     args = [str(f), "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
@@ -125,6 +127,7 @@ def _hold_lock(run_dir: Path, seconds: float) -> subprocess.Popen:
     return p
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     run = config.expand(config.load(_file(tmp_path)))[0]
     run_dir = tmp_path / "runs" / run.rel_dir
@@ -139,6 +142,7 @@ def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     assert execute(run, tmp_path / "runs").state == "trained"
 
 
+@pytest.mark.slow
 def test_sweep_waits_for_a_held_run_and_trains_it_when_the_holder_dies(tmp_path):
     runs = config.expand(config.load(_file(tmp_path)))
     holder = _hold_lock(tmp_path / "runs" / runs[0].rel_dir, 3)         # exits after 3 s, run unfinished
@@ -147,6 +151,7 @@ def test_sweep_waits_for_a_held_run_and_trains_it_when_the_holder_dies(tmp_path)
     assert sorted(s.trained) == sorted(str(r.rel_dir) for r in runs) and not s.busy
 
 
+@pytest.mark.slow
 def test_killed_worker_fails_only_its_run_and_resumes_to_the_same_metrics(tmp_path, one_thread, monkeypatch):
     f = _file(tmp_path, steps=600, ckpt=20)
     runs = config.expand(config.load(f))
@@ -177,6 +182,7 @@ def test_killed_worker_fails_only_its_run_and_resumes_to_the_same_metrics(tmp_pa
     assert _values(tmp_path / "runs", runs) == _values(tmp_path / "ref", runs)
 
 
+@pytest.mark.slow
 def test_status_lists_states_and_eta(tmp_path):
     spec = config.load(_file(tmp_path))
     runs = config.expand(spec)
@@ -222,6 +228,7 @@ def test_validation_does_not_change_the_trained_weights(tmp_path):
     (["--jobs", "0"], "must be >= 1"),
     (["--devices", "gpu0"], "expected a list like cuda:0,cuda:1"),
 ])
+@pytest.mark.slow
 def test_bad_runner_options_exit_2(tmp_path, argv, needle):
     out = subprocess.run([sys.executable, "-m", "bench", "run", str(_file(tmp_path)), "--runs-dir",
                           str(tmp_path / "runs"), *argv], cwd=ROOT, capture_output=True, text=True)

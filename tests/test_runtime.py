@@ -12,7 +12,8 @@ import pytest
 
 from bench.runtime import ENV_ALLOCATOR
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator (Linux)")
+pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator (Linux)"),
+              pytest.mark.slow]   # fresh interpreters: the slow tier
 
 # RSS (MiB) after allocating, filling and freeing 256 MiB, minus RSS before.
 KEPT_AFTER_FREE = """

@@ -223,6 +223,7 @@ def test_a_record_already_in_the_folder_is_never_dropped(tmp_path):
     assert old.read_text() == before
 
 
+@pytest.mark.slow
 def test_reads_what_pytest_benchmark_really_writes(tmp_path):
     """A real pytest-benchmark run (in a fresh git repository, so it records a clean commit) of a
     benchmark that fills extra_info as the peers benchmarks do; then the command line renders it."""
