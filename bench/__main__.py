@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-kid", action="store_true", help="skip KID of the midpoints (Inception)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
-    from bench import weights
+    from bench.weights import files as weights
     p = sub.add_parser("pegasus", help="results/pegasus/: rank the arms of STL-10 files by their latent "
                                        "interpolation (C11) and draw the best run's sheets")
     p.add_argument("files", nargs="+", type=Path, help="ablation YAMLs whose runs scored eval.pegasus")
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args) -> int:
-    from bench import config, store
+    from bench import store
+    from bench.config import schema as config
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
     _require(args)
@@ -134,7 +135,7 @@ def cmd_plan(args) -> int:
         print(f"  {run.rel_dir!s:<50} {state:<7} {run.model['name']} {params / 1e6:.2f}M params, "
               f"{losses}, {run.train.steps} steps x {run.train.batch_size}")
     if args.cmd == "plan":
-        from bench import estimate
+        from bench.run import plan as estimate
         if not (getattr(args, "peak_tflops", None) is None or args.peak_tflops > 0) or not 0 < args.mfu <= 1:
             raise BenchError("--peak-tflops must be > 0 and --mfu in (0, 1]")
         print(estimate.describe(runs, args.peak_tflops, args.mfu, args.devices_count))
@@ -145,7 +146,7 @@ def _build_all(spec, runs) -> dict:
     """Build every distinct model and objective once on the CPU, so every mistake shows before training.
     Returns {(model, loss): parameter count}."""
     from bench.errors import ConfigError
-    from bench.runtime import build_model
+    from bench.train.runtime import build_model
     from losses import Objective
 
     built = {}
@@ -169,7 +170,7 @@ def _build_all(spec, runs) -> dict:
 def _require(args) -> None:
     names = [n.strip() for n in getattr(args, "require", "").split(",") if n.strip()]
     if names:
-        from bench import weights
+        from bench.weights import files as weights
         weights.require(names)
 
 
@@ -179,7 +180,9 @@ def _cpu():
 
 
 def cmd_run(args) -> int:
-    from bench import config, data, runners
+    from bench.config import schema as config
+    from bench.data import sources as data
+    from bench.run import local as runners
 
     if args.dry_run:
         return cmd_plan(args)
@@ -205,7 +208,9 @@ def cmd_run(args) -> int:
 
 def _write_tables(spec, runs, args) -> Path:
     """Tables under results/<name>/, or results/<name>~trial-<hash>/ when --set changed the experiment."""
-    from bench import config, report, runners
+    from bench.config import schema as config
+    from bench.report import results as report
+    from bench.run import local as runners
 
     name, as_written = config.results_name(spec)
     if not as_written:
@@ -215,7 +220,7 @@ def _write_tables(spec, runs, args) -> Path:
 
 
 def cmd_table(args) -> int:
-    from bench import config
+    from bench.config import schema as config
 
     spec = config.load(args.file, args.overrides)
     print(_write_tables(spec, config.expand(spec), args))
@@ -223,7 +228,8 @@ def cmd_table(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from bench import config, runners
+    from bench.config import schema as config
+    from bench.run import local as runners
 
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
@@ -234,7 +240,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from bench import pegasus
+    from bench.pegasus import evaluate as pegasus
 
     out, ev = pegasus.interpolate(args.run_dir, args.from_cls, args.to_cls, pairs=args.pairs, steps=args.steps,
                                   seed=args.seed, device=args.device, kid=not args.no_kid,
@@ -245,7 +251,8 @@ def cmd_interpolate(args) -> int:
 
 
 def cmd_pegasus(args) -> int:
-    from bench import config, pegasus_report
+    from bench.config import schema as config
+    from bench.pegasus import report as pegasus_report
 
     specs = [config.load(f, args.overrides) for f in args.files]
     print(pegasus_report.write_report(specs, args.runs_dir, args.results_dir, args.from_cls, args.to_cls,
@@ -254,7 +261,8 @@ def cmd_pegasus(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from bench import config, status
+    from bench.config import schema as config
+    from bench.run import status
 
     spec = config.load(args.file, args.overrides)
     print(status.report(spec.name, config.expand(spec), args.runs_dir))
@@ -262,7 +270,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from bench.data import SOURCES
+    from bench.data.sources import SOURCES
     from losses import LOSSES
     from models import MODELS
 
@@ -274,7 +282,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from bench import data
+    from bench.data import sources as data
 
     root = args.root or f"data/{args.name}"
     data.fetch(args.name, root)
@@ -283,21 +291,21 @@ def cmd_data(args) -> int:
 
 
 def cmd_speed(args) -> int:
-    from bench import speed_report
+    from bench.speed import report as speed_report
 
     print(speed_report.write(args.records, args.out or Path("results") / speed_report.FOLDER))
     return 0
 
 
 def _weights_cli(args) -> int:
-    from bench import weights
+    from bench.weights import files as weights
     return weights.run_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):
-        from bench import data
+        from bench.data import sources as data
         data.PROGRESS = False
     try:
         return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "table": cmd_table, "score": cmd_score,

@@ -19,7 +19,7 @@ FP32 = "fp32"
 
 def effective(device: torch.device, amp: bool) -> str:
     """The precision a run's training step computes its forward pass in on ``device``: bf16 autocast on
-    CUDA when ``train.amp`` is on (``bench.train.runtime.autocast``), float32 everywhere else.  Stored in
+    CUDA when ``train.amp`` is on (``bench.train.loop.runtime.autocast``), float32 everywhere else.  Stored in
     env.json, the checkpoint and each table's protocol."""
     return f"bf16 autocast ({device.type})" if device.type == "cuda" and amp else FP32
 

@@ -20,7 +20,7 @@ Design choices:
 
 ``network: vgg19`` is the DFC-VAE of Hou et al. (2016), "VAE-123": ImageNet-normalised images
 through torchvision's pretrained VGG19, compared at relu1_1, relu2_1 and relu3_1.  The weights
-come from ``bench.weights.locate("vgg19")`` (explicit dir / $PEGASUS_WEIGHTS, then the torch hub
+come from ``bench.weights.files.locate("vgg19")`` (explicit dir / $PEGASUS_WEIGHTS, then the torch hub
 cache) with their checksum verified; when absent, building the term raises ``WeightsError`` —
 so ``bench plan`` stops with one line before anything trains.  VGG19 is frozen (eval mode, no
 grad) and is not part of the optimiser.
@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.pretrained import VGG19Features, build_lpips
+from bench.weights.networks import VGG19Features, build_lpips
 from losses.objective import Term
 from losses.registry import LOSSES
 from models.registry import VAEOutput

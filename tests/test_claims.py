@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import claims, config, pegasus, rd
-from bench.tables import RunRecord
+from bench.config import schema as config
+from bench.pegasus import evaluate as pegasus
+from bench.report import claims, rd
+from bench.report.tables import RunRecord
 
 ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 FILES = sorted(p for p in ABLATIONS.glob("*.yaml") if not p.name.startswith("_"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import config
+from bench.config import schema as config
 from bench.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import config
+from bench.config import schema as config
 from bench.errors import BenchError
 
 BASE = {

@@ -1,4 +1,4 @@
-"""bench.data: sources read their real formats exactly, specs fail early, caches and batches are exact."""
+"""bench.data.sources: sources read their real formats exactly, specs fail early, caches and batches are exact."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ import torch
 import torchvision.datasets
 from PIL import Image
 
-from bench import data as D
+from bench.data import sources as D
 from bench.errors import ConfigError, DataError
 
 

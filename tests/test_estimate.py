@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import config, estimate
+from bench.config import schema as config
 from bench.metrics.cost import forward_flops_per_image, training_flops_per_image
-from bench.runtime import build_model
+from bench.run import plan as estimate
+from bench.train.runtime import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """\

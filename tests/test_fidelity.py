@@ -11,8 +11,9 @@ import math
 import pytest
 import torch
 
-from bench import pretrained, weights
 from bench.metrics import fidelity
+from bench.weights import files as weights
+from bench.weights import networks as pretrained
 
 torch_fidelity = pytest.importorskip("torch_fidelity")
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # noqa: E402

@@ -46,10 +46,10 @@ def test_inception_layout(benchmark):
     """FID's Inception in NCHW vs channels_last (the layout ``build_inception`` uses), in interleaved
     rounds on the same 32 px uint8 batch; the two layouts must give the same features (float
     rounding only).  Skipped where no Inception weights are available."""
-    from bench import weights
     from bench.errors import WeightsError
     from bench.metrics import cost
-    from bench.pretrained import build_inception
+    from bench.weights import files as weights
+    from bench.weights.networks import build_inception
 
     try:
         src = weights.fid_source()

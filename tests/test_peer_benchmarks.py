@@ -4,7 +4,7 @@
 Same network (the paper's model: kernel 4, stride 2, fc heads; latent 128 at 32 px, 1024 at 96 px),
 same resident batch, same loss (summed MSE + analytic KL), same Adam, on this device:
 
-* ``trainer``       — ``bench.train.train_step``, the function the training loop calls, with a
+* ``trainer``       — ``bench.train.loop.train_step``, the function the training loop calls, with a
   run's default settings (channels_last model and batches);
 * ``trainer_nchw``  — the same with ``train.channels_last: false``;
 * ``trainer_compile`` — the same with ``train.compile: true`` (torch.compile, compiled before timing);
@@ -19,7 +19,7 @@ same resident batch, same loss (summed MSE + analytic KL), same Adam, on this de
   settings (every other variant uses the suite's network, layers included).
 
 Every variant runs in its own process, set up as its users would run it: the trainer variants in a
-process prepared as ``bench run`` prepares one (``bench.runtime.keep_freed_memory``), the plain loops
+process prepared as ``bench run`` prepares one (``bench.train.runtime.keep_freed_memory``), the plain loops
 and pythae in a default one (``plain_cl_kept`` shows how much of the difference is that setting).
 The processes take turns: images/s is the median over interleaved rounds
 (``bench.metrics.cost.interleaved_rounds``; the order turns by one each round) of the median of timed
@@ -35,7 +35,7 @@ measured in a slow spell would inflate every MFU.  Targets
 (issue: training at the speed of the hardware): trainer >= 1.0x the best of the three plain loops,
 >= 1.5x pythae; they are reported in ``extra_info`` (``*_target_met``, ``*_decided_by_this_run``), and
 the run fails only on an impossible number (MFU > 1).  Run on an otherwise idle machine.  The
-records are built by ``bench.speed_report``; with ``--benchmark-json=FILE``, ``python -m bench speed
+records are built by ``bench.speed.report``; with ``--benchmark-json=FILE``, ``python -m bench speed
 FILE`` turns them into results/speed/README.md.
 
 ``test_peers_trainer_step_anatomy`` (``-k step_anatomy``) says where the trainer's step goes: in the
@@ -58,12 +58,12 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from bench import speed_report
-from bench.config import TrainSpec
+from bench.config.schema import TrainSpec
 from bench.metrics import cost
-from bench.runtime import keep_freed_memory
-from bench.speed_report import MATMULS, MFU_TARGET, STEP_WITH_MATMULS
-from bench.train import make_optimizer, train_step
+from bench.speed import report as speed_report
+from bench.speed.report import MATMULS, MFU_TARGET, STEP_WITH_MATMULS
+from bench.train.loop import make_optimizer, train_step
+from bench.train.runtime import keep_freed_memory
 from losses import Objective
 from models import MODELS, layers
 

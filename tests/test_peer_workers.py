@@ -13,7 +13,7 @@ from conftest import _rounds
 from test_peer_benchmarks import _interleaved_with_peak, _Worker
 
 from bench.metrics import cost
-from bench.speed_report import ratio_info
+from bench.speed.report import ratio_info
 
 pytestmark = pytest.mark.slow   # worker processes: the slow tier
 

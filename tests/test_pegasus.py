@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from bench import data as data_mod
-from bench import pegasus as P
-from bench import probe as probe_mod
 from bench import store
 from bench.__main__ import main
+from bench.data import sources as data_mod
 from bench.errors import BenchError, WeightsError
+from bench.pegasus import evaluate as P
+from bench.pegasus import probe as probe_mod
 from models import MODELS
 
 TINY = """\
@@ -297,7 +297,7 @@ PEGASUS_FILE = TINY.replace("name: tiny", "name: tinypeg").replace(      # long 
 
 @pytest.mark.slow
 def test_report_ranks_arms_and_draws_the_best_run(tmp_path, monkeypatch, capsys):
-    from bench import pegasus_report
+    from bench.pegasus import report as pegasus_report
 
     monkeypatch.setattr(probe_mod, "DEFAULT_CONFIG", SMALL_PROBE)
     monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path / "cache"))

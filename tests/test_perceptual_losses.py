@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchvision
 
-from bench import weights
 from bench.errors import WeightsError
+from bench.weights import files as weights
 from losses import Objective
 from models import MODELS, VAEOutput
 

@@ -9,11 +9,13 @@ import pytest
 import torch
 import torchvision
 
-from bench import config, precision, store, weights
-from bench.config import TrainSpec
+from bench import precision, store
+from bench.config import schema as config
+from bench.config.schema import TrainSpec
 from bench.errors import BenchError
 from bench.metrics import quality as q
-from bench.train import make_optimizer, train, train_step
+from bench.train.loop import make_optimizer, train, train_step
+from bench.weights import files as weights
 from losses import LOSSES, Objective
 from models import MODELS, VAEOutput
 
@@ -175,7 +177,7 @@ arms:
 def test_precision_is_recorded_and_a_switch_is_refused(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     run = config.expand(config.load(tmp_path / "tiny.yaml"))[0]
-    from bench import execute
+    from bench.run import execute
     out = execute.execute(run, tmp_path / "runs")
     assert out.state == "trained", out.message
     run_dir = tmp_path / "runs" / run.rel_dir

@@ -9,8 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import config, data, evalsets, scoring, stats, subsets, tables
+from bench import stats
+from bench.config import schema as config
+from bench.data import evalsets, subsets
+from bench.data import sources as data
 from bench.errors import BenchError
+from bench.metrics import scoring
+from bench.report import tables
 
 CLASSES = ["ant", "bee", "cat", "dog"]
 

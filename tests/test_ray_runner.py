@@ -12,7 +12,10 @@ import pytest
 import torch
 from test_runners import _file, _values
 
-from bench import config, runners, status, store
+from bench import store
+from bench.config import schema as config
+from bench.run import local as runners
+from bench.run import status
 
 pytestmark = pytest.mark.slow   # a Ray cluster: the slow tier
 
@@ -21,7 +24,7 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    # the workers use the tests' cache (tests/conftest.py), as bench.ray_runner.connect passes PEGASUS_*
+    # the workers use the tests' cache (tests/conftest.py), as bench.run.ray_cluster.connect passes PEGASUS_*
     cache = str(tmp_path_factory.getbasetemp() / "cache")
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
              runtime_env={"env_vars": {"PEGASUS_CACHE": cache}})

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from bench import config, rd
-from bench.tables import RunRecord
+from bench.config import schema as config
+from bench.report import rd
+from bench.report.tables import RunRecord
 
 GRID = """\
 name: rdtiny

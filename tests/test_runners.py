@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import config, runners, status, store
-from bench.execute import Placement, execute
+from bench import store
+from bench.config import schema as config
+from bench.run import local as runners
+from bench.run import status
+from bench.run.execute import Placement, execute
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """\
@@ -213,7 +216,7 @@ def test_tensorboard_events_hold_train_terms_validation_and_sheets(tmp_path):
 
 
 def test_validation_does_not_change_the_trained_weights(tmp_path):
-    from bench.train import train
+    from bench.train.loop import train
 
     run = config.expand(config.load(_file(tmp_path)))[0]
     rare = run.replace(train={"val_every": 1000})

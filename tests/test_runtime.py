@@ -1,4 +1,4 @@
-"""The process-wide CPU allocator setting (bench/runtime.py ``keep_freed_memory``): it keeps freed
+"""The process-wide CPU allocator setting (bench/train/runtime.py ``keep_freed_memory``): it keeps freed
 memory in the process, it can be switched off, and it does not change what training computes.
 
 Each check runs in a fresh interpreter: the setting belongs to the process, and this one's allocator
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bench.runtime import ENV_ALLOCATOR
+from bench.train.runtime import ENV_ALLOCATOR
 
 pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator (Linux)"),
               pytest.mark.slow]   # fresh interpreters: the slow tier
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="g
 # RSS (MiB) after allocating, filling and freeing 256 MiB, minus RSS before.
 KEPT_AFTER_FREE = """
 import torch
-from bench.runtime import keep_freed_memory
+from bench.train.runtime import keep_freed_memory
 def rss_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
@@ -32,9 +32,9 @@ print(round(rss_mib() - before))
 # Five steps of the suite's train step on the paper model at 32 px; a hash of the parameters after.
 FIVE_STEPS = """
 import hashlib, torch
-from bench.config import TrainSpec
-from bench.runtime import keep_freed_memory
-from bench.train import make_optimizer, train_step
+from bench.config.schema import TrainSpec
+from bench.train.runtime import keep_freed_memory
+from bench.train.loop import make_optimizer, train_step
 from losses import Objective
 from models import MODELS
 print(keep_freed_memory())

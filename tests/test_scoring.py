@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
-from bench import config, evalsets
+from bench.config import schema as config
+from bench.data import evalsets
 from bench.metrics import CATALOGUE
-from bench.train import result_dict, train
+from bench.train.loop import result_dict, train
 
 TINY = """\
 name: tiny
@@ -53,13 +54,13 @@ class FakeFidelity:
         self.seen: dict[str, list] = {}
 
     def fid_kid(self, fake, real, *, real_key, device, kid_subset_size=None):
-        from bench.scoring import metric
+        from bench.metrics.scoring import metric
         self.seen.setdefault("fid", []).append((fake.shape, real.shape, real_key))
         self.seen.setdefault("kid_subset", []).append(kid_subset_size)
         return metric(1.0, n=len(fake), split=real_key["split"]), metric(0.1, n=len(fake), split=real_key["split"])
 
     def lpips_metric(self, x, r, *, net="alex", device="cpu", split="test"):
-        from bench.scoring import metric
+        from bench.metrics.scoring import metric
         self.seen.setdefault("lpips", []).append((x.dtype, r.dtype, x.shape == r.shape))
         return metric(0.3, n=len(x), split=split)
 
@@ -68,13 +69,13 @@ class FakeFidelity:
 
 def _install(monkeypatch, mod):
     """Make the scoring pass use ``mod`` as its fidelity module (a fast stand-in)."""
-    from bench import scoring
+    from bench.metrics import scoring
     monkeypatch.setattr(scoring, "fid_mod", mod)
 
 
 @pytest.fixture(scope="module")
 def scored(trained):
-    from bench.scoring import score
+    from bench.metrics.scoring import score
     run, run_dir, result = trained
     fake = FakeFidelity()
     with pytest.MonkeyPatch.context() as mp:
@@ -124,7 +125,7 @@ def test_score_produces_every_weight_free_key_with_protocol(trained, scored):
 
 
 def _fidelity(trained):
-    from bench import scoring
+    from bench.metrics import scoring
     run, _, _ = trained
     sets = evalsets.eval_sets(run)
     u8 = torch.zeros(32, 3, 32, 32, dtype=torch.uint8)
@@ -137,7 +138,7 @@ def test_missing_optional_packages_give_unavailable_records(trained, monkeypatch
     every fidelity metric is `unavailable` with the reason instead of a crash."""
     for pkg in ("torch_fidelity", "torch_fidelity.registry", "lpips", "stlpips_pytorch"):
         monkeypatch.setitem(sys.modules, pkg, None)             # `import pkg` raises ImportError
-    from bench import pretrained
+    from bench.weights import networks as pretrained
     monkeypatch.setattr(pretrained, "_EXTRACTORS", {})
     monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name, *a: None)
     out = _fidelity(trained)
@@ -158,9 +159,9 @@ def test_real_fidelity_module_gives_values_or_reasons_and_scoring_is_determinist
     """The real bench.metrics.fidelity through score(); Inception is made unavailable because
     FID on the CPU takes minutes (tests/test_fidelity.py covers its values)."""
     pytest.importorskip("bench.metrics.fidelity")
-    from bench import weights
     from bench.errors import WeightsError
-    from bench.scoring import score
+    from bench.metrics.scoring import score
+    from bench.weights import files as weights
 
     def no_inception(*a, **k):
         raise WeightsError("Inception weights hidden by the test")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import speed_report as sr
 from bench.__main__ import main
 from bench.errors import BenchError
+from bench.speed import report as sr
 
 ROOT = Path(__file__).resolve().parent.parent
 # images/s by round of each variant (7 rounds); the trainer is ahead of plain_cl in 6 rounds of 7
@@ -231,7 +231,7 @@ def test_reads_what_pytest_benchmark_really_writes(tmp_path):
     repo.mkdir()
     (repo / "test_tiny.py").write_text(textwrap.dedent(f"""
         import pytest
-        from bench import speed_report as sr
+        from bench.speed import report as sr
         ROUNDS = {ROUNDS!r}
 
         @pytest.mark.parametrize("image_size,batch", [(32, 128)])

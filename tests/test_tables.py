@@ -11,8 +11,11 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from bench import claims, config, report, stats, store, tables
-from bench.scoring import save_grid
+from bench import stats, store
+from bench.config import schema as config
+from bench.metrics.scoring import save_grid
+from bench.report import claims, tables
+from bench.report import results as report
 
 FAKE = """\
 name: fake

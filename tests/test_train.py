@@ -8,9 +8,13 @@ import re
 import pytest
 import torch
 
-from bench import config, report, runners, runtime, store
-from bench import data as data_mod
-from bench.train import train
+from bench import store
+from bench.config import schema as config
+from bench.data import sources as data_mod
+from bench.report import results as report
+from bench.run import local as runners
+from bench.train import runtime
+from bench.train.loop import train
 
 TINY = """\
 name: tiny
@@ -118,7 +122,7 @@ def test_nan_loss_is_recorded_as_diverged(spec, tmp_path, monkeypatch):
 
 
 def test_crash_is_recorded_and_sweep_continues(spec, tmp_path, monkeypatch):
-    import bench.execute as r
+    import bench.run.execute as r
     runs = config.expand(spec)[:2]
     real = r.run_one
     seen = []
@@ -140,8 +144,8 @@ def test_fused_adam_on_the_cpu_takes_the_default_adam_steps():
     float rounding (same update rule), so the option changes speed, not the trajectory."""
     import copy
 
-    from bench.config import TrainSpec
-    from bench.train import make_optimizer
+    from bench.config.schema import TrainSpec
+    from bench.train.loop import make_optimizer
 
     torch.manual_seed(0)
     fused_model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))

@@ -1,4 +1,4 @@
-"""bench.weights: lookup order, checksums (full and prefix), require(), fetch offline, CLI.
+"""bench.weights.files: lookup order, checksums (full and prefix), require(), fetch offline, CLI.
 
 Files are planted in tmp dirs with made-up content; the table's pinned hash is swapped for the
 planted file's (monkeypatch) -- no network, no real weights needed.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import weights
 from bench.errors import WeightsError
+from bench.weights import files as weights
 
 CONTENT = b"pretend these are alexnet weights" * 100
 

@@ -119,7 +119,7 @@ CATALOGUE: dict[str, MetricInfo] = {
     M.DEGENERATE: MetricInfo("degenerate", ".0f", None, "latent",
                              "1 = flat/identical outputs or posterior collapse (reasons in metrics.json)"),
     M.ACTIVE_UNITS: MetricInfo("active units", ".0f", True, "latent", "dims with Cov_x(E[z|x]) > 0.01"),
-    # latent interpolation between two classes (C11; eval.pegasus, bench/pegasus.py)
+    # latent interpolation between two classes (C11; eval.pegasus, bench/pegasus/evaluate.py)
     M.PEGASUS_HYBRID_LERP: MetricInfo("hybrid (lerp)", ".3f", True, "pegasus",
                                       "2·min(P(from), P(to)) of the class probe at the latent midpoint"),
     M.PEGASUS_HYBRID_LERP_MINUS_CROSSFADE: MetricInfo("hybrid − cross-fade", ".3f", True, "pegasus",

@@ -25,12 +25,13 @@ from typing import Any
 
 import torch
 
-from bench import store, weights
+from bench import store
 from bench.errors import WeightsError
 from bench.metrics.records import metric, unavailable
 from bench.paths import cache_root
 from bench.precision import fp32
-from bench.pretrained import (
+from bench.weights import files as weights
+from bench.weights.networks import (
     FEATURE_LAYER,
     INCEPTION_LAYOUT,
     build_inception,
@@ -118,7 +119,7 @@ def fid_kid(fake_uint8: torch.Tensor, real_uint8: torch.Tensor, *, real_key: dic
 
     ``real_key`` identifies the real set for the cache, e.g. ``{dataset, split, resolution,
     n}``; its ``split`` goes into the records.  KID subset size defaults to min(1000, n).
-    Inception source: :func:`bench.weights.fid_source` (torch-fidelity original, else
+    Inception source: :func:`bench.weights.files.fid_source` (torch-fidelity original, else
     fid-helper); neither -> two ``unavailable`` records.
     """
     _check_images(fake_uint8, "fake")

@@ -1,6 +1,6 @@
 """The fixed images a run is scored on: test, train, sample reference, FID/KID and sheet subsets.
 
-Every set is a fixed, seeded, class-stratified sample (bench/subsets.py), identical for every arm
+Every set is a fixed, seeded, class-stratified sample (bench/data/subsets.py), identical for every arm
 and seed of an ablation, and identified in each metric record by ``EvalSets.proto``.  With
 ``eval.classes`` every arm is scored on the held-out images of those classes only (C10).
 """
@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from bench import data as data_mod
-from bench import subsets
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
+from bench.data import sources as data_mod
+from bench.data import subsets
 
 
 @dataclass

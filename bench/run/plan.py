@@ -16,9 +16,9 @@ import heapq
 
 import torch
 
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
 from bench.metrics.cost import training_flops_per_image
-from bench.runtime import build_model
+from bench.train.runtime import build_model
 
 
 def run_flops(runs: list[RunSpec]) -> list[float]:

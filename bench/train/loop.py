@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from bench import data as data_mod
 from bench import precision, store
-from bench.config import RunSpec, TrainSpec
+from bench.config.schema import RunSpec, TrainSpec
+from bench.data import sources as data_mod
 from bench.errors import BenchError
-from bench.live import LiveLog
-from bench.runtime import autocast, build_model, memory_format, resolve_device
+from bench.train.live import LiveLog
+from bench.train.runtime import autocast, build_model, memory_format, resolve_device
 from losses import Objective
 
 CKPT_VERSION = 1

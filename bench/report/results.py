@@ -1,10 +1,10 @@
 """The report stage: everything written under results/ after runs finish, in one place.
 
     write(spec, runs, runs_root, results_root) -> results/<ablation>/table.md
-        results/<ablation>/  tables, figures, sheets, README.md, summary.json   (bench.tables, bench.plots)
-        results/<ablation>/rd.md  rate–distortion curves at matched rate (bench.rd; loss-weight sweeps)
-        results/README.md    the index of every results folder                  (bench.tables.write_index)
-        results/CLAIMS.md    verdicts on the paper's claims                     (bench.claims)
+        results/<ablation>/  tables, figures, sheets, README.md, summary.json   (report.tables, report.figures)
+        results/<ablation>/rd.md  rate–distortion curves at matched rate (bench.report.rd; loss-weight sweeps)
+        results/README.md    the index of every results folder                  (bench.report.tables.write_index)
+        results/CLAIMS.md    verdicts on the paper's claims                     (bench.report.claims)
 
 ``as_written=False`` marks results produced under overrides that change the experiment: they are
 written to their own folder, labelled as trials, and CLAIMS.md ignores them.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench import claims, plots, rd, tables
-from bench.config import AblationSpec, RunSpec
+from bench.config.schema import AblationSpec, RunSpec
+from bench.report import claims, rd, tables
+from bench.report import figures as plots
 
 
 def write(spec: AblationSpec, runs: list[RunSpec], runs_root: Path, results_root: Path, *,

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from bench import fid_inception as _fi
 from bench.errors import WeightsError
+from bench.weights import inception as _fi
 
 ENV_DIR = "PEGASUS_WEIGHTS"
 

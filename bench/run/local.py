@@ -2,9 +2,9 @@
 
     run_sweep(runs, runs_root, runner="local", jobs=1)  # one after another, in this process
     run_sweep(runs, runs_root, runner="local", jobs=N)  # N worker processes at once
-    run_sweep(runs, runs_root, runner="ray")            # one Ray task per run (bench/ray_runner.py)
+    run_sweep(runs, runs_root, runner="ray")            # one Ray task per run (bench/run/ray_cluster.py)
 
-Every executor calls the same seam, ``bench.execute.execute``, for each run.  A run that another
+Every executor calls the same seam, ``bench.run.execute.execute``, for each run.  A run that another
 process holds is waited for at the end of the sweep, then skipped if that process finished it or
 trained here if it died (the lock dies with its process), so two sweeps of the same file started
 together train every run once and both end with the complete table.
@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from bench import store
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
 from bench.errors import BenchError
-from bench.execute import Outcome, Placement, execute, say
-from bench.ray_runner import run_ray
-from bench.runtime import resolve_device
-from bench.scoring import score
+from bench.metrics.scoring import score
+from bench.run.execute import Outcome, Placement, execute, say
+from bench.run.ray_cluster import run_ray
+from bench.train.runtime import resolve_device
 
 
 @dataclass

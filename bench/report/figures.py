@@ -23,7 +23,7 @@ import numpy as np
 import seaborn as sns
 
 from bench import stats, store
-from bench.tables import info
+from bench.report.tables import info
 
 DPI = 110
 KEY_METRICS = ["fid_samples", "recon_ssim", "recon_psnr", "lpips", "sample_colour_dist", "recon_colour_dist",

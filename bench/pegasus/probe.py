@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import data as data_mod
 from bench import store
+from bench.data import sources as data_mod
 from bench.errors import BenchError
 from bench.paths import cache_root
 

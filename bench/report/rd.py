@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from bench import stats, store
-from bench.config import AblationSpec
-from bench.grid import SEP
+from bench.config.grid import SEP
+from bench.config.schema import AblationSpec
 from bench.metrics import CATALOGUE, M
-from bench.plots import plt, save_figure
-from bench.tables import RunRecord, value_of
+from bench.report.figures import plt, save_figure
+from bench.report.tables import RunRecord, value_of
 
 RATE = M.KL
 DISTORTIONS = (M.RECON_MSE, M.RECON_SSIM, M.ST_LPIPS, M.LPIPS, M.KID_SAMPLES)

@@ -5,12 +5,12 @@
 
 Reads the ``pegasus_*`` metrics every run of those files recorded in scoring (``eval.pegasus``),
 ranks the arms by the hybrid score of their linear latent midpoints, re-walks the single best run
-(``bench.pegasus.evaluate``: the same held-out pairs, probe and protocol as scoring) and writes:
+(``bench.pegasus.evaluate.evaluate``: the same held-out pairs, probe and protocol as scoring) and writes:
 
     results/pegasus/README.md      best sheet, its pixel cross-fade, the ranked gallery, the arm table
     results/pegasus/sheet_lerp.png, crossfade.png, gallery.png, metrics.json (the best run's walk)
 
-The verdict on C11 is not made here: results/CLAIMS.md applies the rule registered in bench/claims.py.
+The verdict on C11 is not made here: results/CLAIMS.md applies the rule registered in bench/report/claims.py.
 """
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import config, stats, store, tables
-from bench import pegasus as peg
-from bench.config import AblationSpec
+from bench import stats, store
+from bench.config import schema as config
+from bench.config.schema import AblationSpec
 from bench.errors import BenchError
-from bench.runtime import resolve_device
-from bench.sheets import save_grid
+from bench.pegasus import evaluate as peg
+from bench.report import tables
+from bench.report.sheets import save_grid
+from bench.train.runtime import resolve_device
 
 OUT = "pegasus"
 ROWS_SHOWN = 8          # pairs drawn in the README sheets (the metrics use every pair)

@@ -2,7 +2,7 @@
 
 Device-agnostic by construction: CUDA-only features (bf16 autocast) are switched on only when the
 device is CUDA, so the same code path runs (and is tested) on the CPU; fused Adam runs on CUDA and
-the CPU (``bench.train.make_optimizer``).  The memory
+the CPU (``bench.train.loop.make_optimizer``).  The memory
 format is chosen per run (``train.channels_last``, default on): channels_last is the faster
 layout for these convs on CUDA (tensor cores) and, measured with ``pytest --benchmark -k peers``,
 on this project's reference CPU too (oneDNN); it changes float summation order, not the math.
@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
 from bench.errors import BenchError
 from models import MODELS
 

@@ -4,7 +4,7 @@
     build_lpips(net) / build_st_lpips(net)   LPIPS (torchvision trunk + lpips heads) / shift-tolerant LPIPS
     VGG19Features()                  relu1_1, relu2_1, relu3_1 of VGG19 (the deep-feature loss of Hou et al.)
 
-Weights come from ``bench.weights`` (located, sha256-checked, never downloaded here); a missing or
+Weights come from ``bench.weights.files`` (located, sha256-checked, never downloaded here); a missing or
 corrupt file raises ``WeightsError`` with the reason.  ``losses`` and ``bench.metrics`` both import
 this module and neither imports the other.
 """
@@ -22,8 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
-from bench import weights
 from bench.errors import WeightsError
+from bench.weights import files as weights
 
 FEATURE_LAYER = "2048"
 # Inception runs in channels_last: on this CPU 1.5-1.7x the images/s of NCHW (``pytest --benchmark -k

@@ -11,14 +11,14 @@ frames, ranked), prior_paths.png (slerp between z ~ N(0, I) pairs) and metrics.j
 Protocol
 --------
 * **Pairs**: P images of each class from the dataset's held-out split with *every* class
-  (``bench.data.load(spec, "test")``, class subset removed), chosen by a generator seeded with the
+  (``bench.data.sources.load(spec, "test")``, class subset removed), chosen by a generator seeded with the
   pair seed (default 0, not the run's seed), so every run of a dataset meets the same pairs.
   Their indices and sha256 are stored.
 * **Paths**: endpoints are encoded to mu; K frames at t = 0, 1/(K-1), ..., 1 are decoded along
   ``lerp`` and ``slerp`` (t = 0 and 1 are the endpoints' reconstructions).  The baseline
   ``crossfade`` is the pixel cross-fade (1 - t) x_from + t x_to of the real images (the "double
   exposure").  The midpoint t = 0.5 is always evaluated, whatever K.
-* **Class probe** (``bench.probe``; its held-out accuracy and fingerprint are in every record):
+* **Class probe** (``bench.pegasus.probe``; its held-out accuracy and fingerprint are in every record):
   P(from), P(to) and the off-class mass 1 - P(from) - P(to) on every frame.
   ``hybrid`` = 2 min(P(from), P(to)) at t = 0.5: 1 when the probe splits all its mass evenly
   between the two classes, 0 when either is absent.  ``joint_mass`` = P(from) + P(to) at t = 0.5.
@@ -54,16 +54,19 @@ import pydantic
 import torch
 import yaml
 
-from bench import data as data_mod
-from bench import pretrained, stats, store, subsets, weights
-from bench import probe as probe_mod
-from bench.config import RunSpec
+from bench import stats, store
+from bench.config.schema import RunSpec
+from bench.data import sources as data_mod
+from bench.data import subsets
+from bench.data.subsets import kid_subset_size
 from bench.errors import BenchError, ConfigError, WeightsError
 from bench.metrics import fidelity, quality
 from bench.metrics.records import metric, unavailable
-from bench.runtime import load_run_model, resolve_device
-from bench.sheets import save_grid
-from bench.subsets import kid_subset_size
+from bench.pegasus import probe as probe_mod
+from bench.report.sheets import save_grid
+from bench.train.runtime import load_run_model, resolve_device
+from bench.weights import files as weights
+from bench.weights import networks as pretrained
 
 DEFAULT_PAIRS = 16
 DEFAULT_STEPS = 9

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bench import store
-from bench.config import TrainSpec
+from bench.config.schema import TrainSpec
 from bench.errors import BenchError
 from bench.metrics import cost
 

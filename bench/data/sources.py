@@ -10,7 +10,7 @@ Order of operations in ``load`` (each step deterministic):
 
 1. read the split (``holdout > 0`` and no test split: carve a held-out fraction of train, below);
 2. class subset by name (labels re-indexed into ``spec.classes`` order);
-3. ``limit_*``: a class-stratified sample of N (``bench.subsets.stratified``, seed 0), kept in
+3. ``limit_*``: a class-stratified sample of N (``bench.data.subsets.stratified``, seed 0), kept in
    original order;
 4. resize to ``resolution`` x ``resolution`` (antialiased bilinear) if the size differs;
 5. write the cache (atomic).
@@ -40,10 +40,10 @@ import pydantic
 import torch
 import torch.nn.functional as F
 
+from bench.data.subsets import stratified
 from bench.errors import ConfigError, DataError
 from bench.paths import cache_root
 from bench.registry import Registry
-from bench.subsets import stratified
 
 SOURCES = Registry("data source")
 

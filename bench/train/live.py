@@ -8,7 +8,7 @@ held-out reconstructions and prior samples at the same points.  The JSONL log st
 tables read; these files are for watching.
 
 The validation images are a fixed, seeded, class-stratified sample of the held-out split
-(``bench.subsets``), the same for every arm; the model is evaluated in eval mode with its own noise
+(``bench.data.subsets``), the same for every arm; the model is evaluated in eval mode with its own noise
 generator, so validating never changes the trained weights (a run with and without it trains the same).
 Without the ``tensorboard`` package nothing is written and ``LiveLog.unavailable`` says why.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from bench import data as data_mod
-from bench import subsets
-from bench.runtime import autocast
+from bench.data import sources as data_mod
+from bench.data import subsets
 from bench.store import TENSORBOARD
+from bench.train.runtime import autocast
 
 N_VAL = 256        # held-out images per validation pass
 N_SHEET = 16       # images per TensorBoard sheet (reconstructions and samples)

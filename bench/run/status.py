@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import store
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
 
 
 @dataclass(frozen=True)

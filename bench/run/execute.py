@@ -8,7 +8,7 @@ finished run is never touched again), writes config.yaml + env.json, trains (res
 ckpt.pt), scores, and writes metrics.json last.  A diverged run is finished (metrics.json says
 so); a crash writes error.json and the next invocation retries it.
 
-Placement (device, threads) is chosen by the executor (bench/runners.py, bench/ray_runner.py) and
+Placement (device, threads) is chosen by the executor (bench/run/local.py, bench/run/ray_cluster.py) and
 is not part of a run's identity: a run trained on cuda:1 or with 1 thread has the same directory and
 hash; env.json records where it ran.  Timings measured while other jobs shared the device are
 recorded as such (``shared``) and the tables list them without comparing them.
@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from bench import precision, store
-from bench.config import RunSpec
-from bench.runtime import keep_freed_memory, resolve_device
-from bench.scoring import score
-from bench.train import result_dict, train
+from bench.config.schema import RunSpec
+from bench.metrics.scoring import score
+from bench.train.loop import result_dict, train
+from bench.train.runtime import keep_freed_memory, resolve_device
 
 
 def say(msg: str) -> None:
@@ -69,7 +69,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
     env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
                         "shared": placement.shared}
     env["precision"] = precision.effective(device, run.train.amp)
-    env["allocator"] = keep_freed_memory()       # process-wide; see bench/runtime.py
+    env["allocator"] = keep_freed_memory()       # process-wide; see bench/train/runtime.py
     store.write_json(run_dir / "env.json", env)
     result = result_dict(train(run, run_dir, progress=progress, device=device))
     doc = {"status": result["status"], "run": run.resolved(), "train": result, "env": env}

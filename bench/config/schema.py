@@ -28,8 +28,8 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
-from bench import data as data_mod
-from bench import grid
+from bench.config import grid
+from bench.data import sources as data_mod
 from bench.errors import BenchError, ConfigError
 from losses import LossEntry, parse_loss
 from models import MODELS
@@ -143,10 +143,10 @@ class TrainSpec(_Strict):
     grad_clip: float | None = pydantic.Field(None, gt=0)
     log_every: int = pydantic.Field(100, ge=1)
     ckpt_every: int = pydantic.Field(1000, ge=1)
-    val_every: int = pydantic.Field(500, ge=1)    # held-out loss + sheets in TensorBoard (bench/live.py)
+    val_every: int = pydantic.Field(500, ge=1)    # held-out loss + sheets in TensorBoard (bench/train/live.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
-    channels_last: pydantic.StrictBool = True  # memory format of weights and batches (bench/runtime.py)
+    channels_last: pydantic.StrictBool = True  # memory format of weights and batches (bench/train/runtime.py)
     compile: pydantic.StrictBool = False       # torch.compile the model
 
 
@@ -165,13 +165,13 @@ class EvalSpec(_Strict):
     # full-data arm and the horse+bird arm meet on the same images); None = the run's own test set.
     classes: list[str] | None = None
     # Latent interpolation metrics between two classes of a labelled dataset (C11), e.g. [horse, bird]:
-    # hybrid score, path length and midpoint realism vs the pixel cross-fade (bench/pegasus.py).
+    # hybrid score, path length and midpoint realism vs the pixel cross-fade (bench/pegasus/evaluate.py).
     pegasus: list[str] | None = pydantic.Field(None, min_length=2, max_length=2)
 
 
 class ArmSpec(_Strict):
     data: dict[str, Any] = {}      # dataset keys for this arm, e.g. {classes: [horse, bird]} (C10)
-    swept: dict[str, Any] = {}     # set by the grid block (bench/grid.py): {dotted key: value}
+    swept: dict[str, Any] = {}     # set by the grid block (bench/config/grid.py): {dotted key: value}
     model: dict[str, Any] = {}
     loss: list[dict[str, Any]] | None = None
     train: dict[str, Any] = {}
@@ -217,7 +217,7 @@ class RunSpec:
     eval: EvalSpec
     data: data_mod.DataSpec        # source arguments completed with their defaults
     hash8: str = field(default="")
-    swept: dict[str, Any] = field(default_factory=dict)   # grid values of this arm (bench/grid.py)
+    swept: dict[str, Any] = field(default_factory=dict)   # grid values of this arm (bench/config/grid.py)
 
     @property
     def rel_dir(self) -> Path:

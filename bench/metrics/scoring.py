@@ -3,7 +3,7 @@
 Every metric is a record carrying its protocol (``bench.metrics.records``; keys:
 ``bench.metrics.CATALOGUE``), including the identity of the images it was computed on.
 
-Evaluation sets (``bench.evalsets.eval_sets``; all fixed, seeded, class-stratified — ``bench.subsets`` — and
+Evaluation sets (``bench.data.evalsets.eval_sets``; all fixed, seeded, class-stratified — ``bench.data.subsets`` — and
 identical for every arm and seed of an ablation; never "the first n"):
 
 * **test** — ``eval.n_test`` held-out images (all if None) of the run's test split, restricted to
@@ -33,19 +33,21 @@ from typing import Any
 
 import torch
 
-from bench import data as data_mod
-from bench import pegasus, store, subsets
-from bench.config import RunSpec
+from bench import store
+from bench.config.schema import RunSpec
+from bench.data import sources as data_mod
+from bench.data import subsets
+from bench.data.evalsets import EvalSets, eval_sets
+from bench.data.subsets import kid_subset_size
 from bench.errors import BenchError
-from bench.evalsets import EvalSets, eval_sets
 from bench.metrics import cost, quality
 from bench.metrics import fidelity as fid_mod
 from bench.metrics.records import metric, unavailable
+from bench.pegasus import evaluate as pegasus
 from bench.precision import fp32
-from bench.runtime import load_run_model, memory_format, resolve_device
-from bench.sheets import interleave_rows, save_grid
-from bench.subsets import kid_subset_size
-from bench.train import make_optimizer, train_step
+from bench.report.sheets import interleave_rows, save_grid
+from bench.train.loop import make_optimizer, train_step
+from bench.train.runtime import load_run_model, memory_format, resolve_device
 from losses import Objective
 from models.conv import count_params
 
@@ -310,7 +312,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     x = x.contiguous(memory_format=memory_format(run))
     g = torch.Generator(device=device).manual_seed(run.seed)
 
-    def step(batch):              # the trainer's own step (bench.train.train_step)
+    def step(batch):              # the trainer's own step (bench.train.loop.train_step)
         with torch.enable_grad():
             train_step(m, m, objective, opt, batch, g, run.train.steps, run.train, device)
 

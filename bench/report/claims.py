@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats, store
-from bench.grid import SEP
+from bench.config.grid import SEP
 from bench.metrics import CATALOGUE, M
 
 EQUIV_MARGIN = 0.02     # "no difference" claims: |effect| must fit in ±2% of the reference mean
@@ -32,11 +32,11 @@ class Check:
     datasets: tuple[str, ...] = ()   # empty: every dataset the ablation ran
     counted: bool = True        # False: shown beside the verdict, not counted (e.g. a trained-on metric)
     ref_metric: str = ""        # set: a paired comparison of `metric` vs `ref_metric` within the same runs
-    # compare loss families at matched rate (bench/rd.py; arm/ref = family names).  A matched check
+    # compare loss families at matched rate (bench/report/rd.py; arm/ref = family names).  A matched check
     # applies to the ablations that sweep a loss weight (their summary has an "rd" block), the others
     # to every other ablation of the claim.
     matched: bool = False
-    # grid values (bench/grid.py ``swept``) the arm's / the reference's runs must have, e.g.
+    # grid values (bench/config/grid.py ``swept``) the arm's / the reference's runs must have, e.g.
     # (("loss.colour.weight", 10),): the pattern then names the arm before its grid suffix.
     at: tuple[tuple[str, Any], ...] = ()
     ref_at: tuple[tuple[str, Any], ...] = ()
@@ -97,7 +97,8 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
            _matched(M.RECON_MSE, "ssim", "mse", "lower", counted=False)),
           "independent evidence only: KID (unbiased at small n), ST-LPIPS / LPIPS and per-image chroma error. "
           "Recon SSIM is what the SSIM arm is trained on and FID is biased at these n, so both are shown, "
-          "not counted. `rd_matched_cpu` and `rd_cpu` compare the losses at matched rate (test KL; bench/rd.py): "
+          "not counted. `rd_matched_cpu` and `rd_cpu` compare the losses at matched rate "
+          "(test KL; bench/report/rd.py): "
           "one comparison per matched rate, each a paired t-interval over seeds; test MSE and SSIM are the "
           "two families' own objectives there, so they are shown, not counted. `rd_matched_cpu` gives each "
           "loss its own KL weights so that the rate ranges overlap (in `rd_cpu`, one shared set of weights, "
@@ -188,7 +189,7 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
 
 RULE = f"""\
 **Verdict rule.** Each claim is decided only by the comparisons registered for it in
-`bench/claims.py` (listed per claim below): a metric of one arm against a reference arm, in every
+`bench/report/claims.py` (listed per claim below): a metric of one arm against a reference arm, in every
 dataset the ablation ran, over seeds. A directional comparison scores **+** when the claimed
 direction is significant (two-sided Welch t-test, p < {stats.ALPHA}), **−** when the opposite
 direction is significant, **0** otherwise (including n < 2 runs per arm). A "no difference"
@@ -315,7 +316,7 @@ def evaluate(claim: Claim, summary: dict[str, Any]) -> list[Outcome]:
 
 
 def _matched_outcomes(chk: Check, summary: dict[str, Any]) -> list[Outcome]:
-    """One paired comparison per matched rate (summary["rd"], written by bench.rd.matched_block)."""
+    """One paired comparison per matched rate (summary["rd"], written by bench.report.rd.matched_block)."""
     block = ((summary.get("rd") or {}).get("metrics") or {}).get(chk.metric)
     ds = ",".join(summary.get("datasets", []))
     if not block:
@@ -523,7 +524,8 @@ def write_claims(results_root: Path) -> Path:
         link = f"[{decided_by}]({decided_by}/README.md)" if decided_by else "—"
         overview.append(f"| [{cid}](#{cid.lower()}) | {claim.text} | **{decided}** | {link} |")
         sections.append("\n".join(sec) + "\n")
-    text = ("# Paper claims: verdicts\n\nGenerated from `results/*/summary.json` by `bench/claims.py` at the end of "
+    text = ("# Paper claims: verdicts\n\nGenerated from `results/*/summary.json` by `bench/report/claims.py` "
+            "at the end of "
             "every `bench run` / `bench table`; do not edit.\n\n" + RULE + "\n"
             "| claim | paper says | verdict | decided by |\n|---|---|---|---|\n" + "\n".join(overview) + "\n\n"
             + "\n".join(sections))

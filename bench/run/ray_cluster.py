@@ -1,6 +1,6 @@
 """Ray runner: one Ray task per unfinished run (``python -m bench run FILE --runner ray``).
 
-Each task calls the same seam as the local runner (``bench.runners.execute``), so a run trained
+Each task calls the same seam as the local runner (``bench.run.local.execute``), so a run trained
 on a Ray worker has the same directory, hash and files as one trained locally.  Resources:
 
 * a cluster with GPUs: each task asks for one GPU (Ray sets CUDA_VISIBLE_DEVICES, so the task sees
@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 from bench import store
-from bench.config import RunSpec
+from bench.config.schema import RunSpec
 from bench.errors import BenchError
-from bench.execute import Outcome, Placement, execute, say
+from bench.run.execute import Outcome, Placement, execute, say
 
 MAX_RETRIES = 3
 

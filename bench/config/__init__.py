@@ -1,0 +1,1 @@
+"""The ablation file: schema (pydantic, strict), YAML loading, grids, expansion into runs."""

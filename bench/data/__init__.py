@@ -1,0 +1,1 @@
+"""Image data: sources (one uint8 tensor per split), seeded class-stratified subsets, evaluation sets."""

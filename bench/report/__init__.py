@@ -1,0 +1,1 @@
+"""Results: tables, figures, claim verdicts, the rate-distortion view, image sheets."""

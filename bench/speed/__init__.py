@@ -1,0 +1,1 @@
+"""Training speed: the report of the peers benchmarks (results/speed)."""

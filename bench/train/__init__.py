@@ -1,0 +1,1 @@
+"""Training: the one loop, device and runtime settings, the live TensorBoard view."""

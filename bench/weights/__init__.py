@@ -1,0 +1,1 @@
+"""Pretrained networks: weight files (located, checksummed), the frozen networks, the FID Inception."""
