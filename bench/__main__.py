@@ -17,7 +17,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="ablation YAML, e.g. ablations/quick.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key after loading (repeatable), e.g. --set defaults.train.steps=300 "
-                        "--set data.cifar10.root=../shared/datasets/cifar10-jpeg")
+                        "--set data.cifar10.root=/path/to/cifar10-jpeg")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs live (default: runs/)")
     p.add_argument("--results-dir", type=Path, default=Path("results"),
                    help="where tables go (default: results/)")

@@ -1,6 +1,6 @@
 """VAE variants: ``nn.Module``s only, no loss code.
 
-Contract (DESIGN.md): ``model(x, generator=None) -> VAEOutput(recon, mu, logvar, z)`` with ``x``
+Contract: ``model(x, generator=None) -> VAEOutput(recon, mu, logvar, z)`` with ``x``
 and ``recon`` float32 in [0, 1], NCHW; models also expose ``encode(x) -> (mu, logvar)``,
 ``decode(z) -> images``, ``sample(n, generator=None) -> images`` and ``features(x)`` (the
 encoder's feature maps, for the own-encoder deep-feature loss).

@@ -1,6 +1,6 @@
 """``ConvVAE``: one convolutional VAE whose constructor arguments are the ablation axes.
 
-Paper baseline (PAPER.md, sec. 3): encoder = convs with kernel 4, stride 2, no padding, each
+Paper baseline (the paper's sec. 3.1): encoder = convs with kernel 4, stride 2, no padding, each
 followed by BatchNorm + LeakyReLU; two fully connected heads (mu, logvar); decoder = one fully
 connected layer, reshaped, then transposed convs mirroring the encoder; sigmoid output.
 

@@ -1,47 +1,18 @@
 """``Conv2d`` and ``ConvTranspose2d`` whose passes on the CPU are matrix products where that is faster.
 
-On this project's reference CPU (AVX2, no AVX-512), oneDNN computes the weight gradient of the
-paper's 4x4 stride-2 convs with its older ``jit:avx2`` kernels at 55-90 GFLOP/s, against 90-150 for
-the forward pass and the input gradient (``ONEDNN_VERBOSE=1`` names the kernels).  The same gradient
-is one GEMM: for a conv with output gradient ``g`` (B, Co, h, w) and input ``x``,
+A conv's weight gradient is one GEMM: for output gradient ``g`` (B, Co, h, w) and input ``x``,
 
     dW[co, ci, i, j] = sum over b, y, x of g[b, co, y, x] * x[b, ci, s*y + i - p, s*x + j - p],
 
-i.e. ``g`` as an (N, Co) matrix (N = B*h*w) times the (N, k*k*Ci) matrix of the input patches each
-output pixel saw (im2col).  In channels_last both are views of memory laid out that way (the patches
-need one copy), and the product comes out in the weight's channels_last order.  For a transposed
-conv the roles swap: its input ``x`` is the (N, Ci) matrix and the patches come from the output
-gradient.  On the 96 px paper model at batch 32 this takes the weight gradients of a step from
-258 ms to 191 ms (32 px, batch 128: 62 to 42 ms).
-
-The forward pass and the input gradient are GEMMs too: a conv is the patches times the weight
-(``conv_gemm``), a transposed conv is each input pixel times the weight, added back into its
-k-window (``conv_transpose_gemm``, a col2im); the input gradient of each is the other one applied
-to ``g``.  oneDNN wins these on large maps (the im2col copy and the col2im adds cost more than its
-kernels lose), but on the smallest maps of a strided layer it runs at 47-80 GFLOP/s, so there the
-GEMM is faster: with 64+ channels on both sides, stride 2 and a map side of at most
-``GEMM_MAX_MAP`` = 4 on either end (32 px paper model: 128 -> 256 at 6 -> 2, forward 6.8 -> 4.3 ms
-and input gradient 10.8 -> 6.7 ms at batch 128; 256 -> 128 at 2 -> 6, 11.0 -> 7.0 and 6.8 ->
-4.5 ms; at 96 px the 4 x 4 layers gain 2-5 ms each).  On a side of 6 the GEMM already loses (64 ->
-128 at 15 -> 6: forward 8.9 vs 11.9 ms), and stride-1 convs on small maps (the resnet blocks'
-3x3 at 2 x 2, the maxpool variant's 4 x 4) are a tie, so they keep oneDNN.  These numbers were
-measured with a col2im of k*k single-tap strided adds; it now adds by output phase (4 block adds
-for k4/s2, see ``conv_transpose_gemm``; each output gets the same sums in the same order, so the
-results are bitwise the same), alone: 256 -> 128 at 2 -> 6, batch 128, 7.6 -> 7.5 ms;
-at 4 -> 10, batch 32, 7.2 -> 6.9; 512 -> 256 there, 27.0 -> 25.0.
-
-The decoder's RGB output layer (a transposed conv to 3 channels) keeps oneDNN too, although
-oneDNN runs its forward pass at about 18 GFLOP/s here and the GEMM is faster alone (64 -> 3 at
-15 -> 32, batch 128: 10.5 -> 5.3 ms; at 47 -> 96, batch 32: 17.6 -> 13.2): inside a train step
-the gain did not hold (paired rounds, whole step with / without it: paper model +5% at 32 px and
--1% at 96 px; the CPU files' narrow model -6% to +3% at 32 px and -3% at 96 px).
-
-The GEMM pays for its im2col copy only when both channel counts are large enough: a layer with fewer
-than ``GEMM_MIN_CHANNELS`` input or output channels keeps oneDNN for every pass.  Measured per
-layer on the reference CPU (the paper model and the CPU files' narrow one, widths 32-64-128(-256), at
-32 and 96 px), the weight-gradient GEMM was faster on all 15 layers with 64 or more channels on both
-sides (e.g. 256 -> 512 channels at 10 px: 18.7 vs 32.6 ms), and slower in sum on the 12 with 3 or
-32 on a side (73 vs 66 ms; slower on 9 of them, e.g. the 3 -> 32 input conv at 96 px: 5.8 vs 3.5 ms).
+i.e. ``g`` as an (N, Co) matrix (N = B*h*w) times the (N, k*k*Ci) matrix of input patches (im2col); in
+channels_last both are views of memory laid out that way.  For a transposed conv the roles swap.  The
+forward pass and the input gradient are GEMMs too (``conv_gemm``; ``conv_transpose_gemm`` adds back into
+each k-window by output phase, a col2im).  On the project's reference CPU (AVX2) oneDNN's weight-gradient
+kernels for the paper's 4x4 stride-2 convs are slow, so the weight gradient is a GEMM whenever both channel
+counts are at least ``GEMM_MIN_CHANNELS``; the forward pass and input gradient are GEMMs only on the
+smallest maps of strided layers (a side of at most ``GEMM_MAX_MAP``), where oneDNN is slow too.  The
+decoder's RGB output layer keeps oneDNN (inside a train step the GEMM's gain did not hold).  The
+per-layer timings behind these thresholds are in results/speed/HISTORY.md.
 
 The sums are the same, taken in another order, so results agree to float rounding
 (tests/test_layers.py compares every pass in float64).  The GEMM passes are used on the CPU for

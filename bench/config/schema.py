@@ -3,7 +3,7 @@
     load(path, overrides) -> AblationSpec      # every mistake raised here, as file:line: key: message
     expand(spec)          -> [RunSpec, ...]    # arms x datasets x seeds, fully resolved
 
-YAML pitfalls handled by the loader (STYLE.md): duplicate keys are rejected; ``1e-3`` is a float
+YAML pitfalls handled by the loader: duplicate keys are rejected; ``1e-3`` is a float
 (PyYAML's YAML 1.1 resolver reads it as a string); only ``true``/``false`` are booleans (``off``,
 ``no``, ``yes`` stay strings, so a pydantic type check catches them).
 
@@ -132,7 +132,7 @@ class _Strict(pydantic.BaseModel):
 
 class TrainSpec(_Strict):
     """Optimisation settings of one run (shared by every arm unless an arm overrides a key).
-    The defaults are the paper's setup (PAPER.md); this is their only home (ablations/_base.yaml
+    The defaults are the paper's setup; this is their only home (ablations/_base.yaml
     does not restate them).  Frozen: vary a run with ``RunSpec.replace(train={...})``."""
     model_config = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
     steps: int = pydantic.Field(20000, ge=1)

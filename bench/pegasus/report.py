@@ -1,7 +1,7 @@
 """results/pegasus/: which model imagines the best pegasus (claim C11), from finished STL-10 runs.
 
     python -m bench pegasus ablations/subset_stl10_cpu.yaml ablations/latent_stl10_cpu.yaml \\
-        --from horse --to bird --set data.stl10.root=../shared/datasets/stl10-png
+        --from horse --to bird --set data.stl10.root=/path/to/stl10-png
 
 Reads the ``pegasus_*`` metrics every run of those files recorded in scoring (``eval.pegasus``),
 ranks the arms by the hybrid score of their linear latent midpoints, re-walks the single best run

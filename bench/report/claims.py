@@ -18,6 +18,7 @@ from typing import Any
 from bench import stats, store
 from bench.config.grid import SEP
 from bench.metrics import CATALOGUE, M
+from bench.report import readme
 
 EQUIV_MARGIN = 0.02     # "no difference" claims: |effect| must fit in ±2% of the reference mean
 DIVERGED = "diverged"   # pseudo-metric: fraction of runs that diverged (Fisher exact test)
@@ -530,4 +531,5 @@ def write_claims(results_root: Path) -> Path:
             "| claim | paper says | verdict | decided by |\n|---|---|---|---|\n" + "\n".join(overview) + "\n\n"
             + "\n".join(sections))
     store.write_text(results_root / "CLAIMS.md", text)
+    readme.sync(results_root.parent / "README.md", results_root / "CLAIMS.md")   # its verdict block
     return results_root / "CLAIMS.md"

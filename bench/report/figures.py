@@ -1,4 +1,4 @@
-"""Figures of one ablation (seaborn style, matplotlib Agg, PNG at 110 dpi, no timestamps).
+"""Figures of one ablation (matplotlib Agg, white grid, colour-blind palette, PNG at 110 dpi, no timestamps).
 
     write_figures(spec, records, groups, keys, runs_root, fig_dir) -> [(relative path, caption), ...]
 
@@ -20,7 +20,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
 from bench import stats, store
 from bench.report.tables import info
@@ -30,6 +29,13 @@ KEY_METRICS = ["fid_samples", "recon_ssim", "recon_psnr", "lpips", "sample_colou
                "checkerboard", "spectral_dist", "recon_gap", "active_units"]
 COST = "train_images_per_s"
 LOG_SKIP = {"step", "images_per_s", "elapsed_s"}
+# the colour-blind-safe palette the figures have always used (seaborn's "colorblind"), cycled past ten
+COLOURS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9")
+STYLE = "seaborn-v0_8-whitegrid"     # matplotlib's own copy of the white-grid style
+
+
+def colours(n: int) -> list[str]:
+    return [COLOURS[i % len(COLOURS)] for i in range(n)]
 
 
 
@@ -47,7 +53,7 @@ def save_figure(fig, path: Path) -> None:
 
 
 def write_figures(spec, records, groups, keys, runs_root: Path, fig_dir: Path) -> list[tuple[str, str]]:
-    sns.set_theme(style="whitegrid", context="notebook")
+    plt.style.use(STYLE)
     out = []
     for fn in (_metrics_fig, _curves_fig, _pareto_fig, _lr_fig):
         res = fn(spec, records, groups, keys, Path(runs_root), Path(fig_dir))
@@ -58,7 +64,7 @@ def write_figures(spec, records, groups, keys, runs_root: Path, fig_dir: Path) -
 
 
 def _palette(datasets):
-    return dict(zip(datasets, sns.color_palette("colorblind", len(datasets))))
+    return dict(zip(datasets, colours(len(datasets))))
 
 
 def _metrics_fig(spec, records, groups, keys, runs_root, fig_dir):
@@ -123,7 +129,7 @@ def _curves_fig(spec, records, groups, keys, runs_root, fig_dir):
     cols = cols[:5]
     datasets = list(dict.fromkeys(ds for _, ds in logs))
     arms = list(dict.fromkeys(a for a, _ in logs))
-    pal = dict(zip(arms, sns.color_palette("colorblind", len(arms))))
+    pal = dict(zip(arms, colours(len(arms))))
     fig, axes = plt.subplots(len(datasets), len(cols), figsize=(3.6 * len(cols), 3.0 * len(datasets)), squeeze=False)
     for i, ds in enumerate(datasets):
         for j, term in enumerate(cols):
@@ -218,7 +224,7 @@ def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):
     if not rows:
         return None
     series = sorted({s for s, *_ in rows})
-    pal = dict(zip(series, sns.color_palette("colorblind", len(series))))
+    pal = dict(zip(series, colours(len(series))))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for s in series:
         xs = sorted({lr for t, lr, *_ in rows if t == s})
