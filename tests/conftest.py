@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
     run_bench = wants_benchmarks(config)
     has_real = bool(os.environ.get("PEGASUS_DATASETS"))
     skip_bench = pytest.mark.skip(reason="benchmark: run with `pytest --benchmark`")
-    skip_real = pytest.mark.skip(reason="real data: set PEGASUS_DATASETS to a folder holding cifar10-jpeg/ and stl10-png/")
+    skip_real = pytest.mark.skip(reason="real data: set PEGASUS_DATASETS to a folder with cifar10-jpeg/, stl10-png/")
     for item in items:
         is_bench = "benchmark" in item.keywords or "benchmark" in getattr(item, "fixturenames", ())
         if is_bench and not run_bench:
