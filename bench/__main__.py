@@ -183,11 +183,13 @@ def cmd_run(args) -> int:
     from bench.config import schema as config
     from bench.data import sources as data
     from bench.run import local as runners
+    from bench.train.runtime import check_devices
 
     if args.dry_run:
         return cmd_plan(args)
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
+    check_devices(runs, args.devices)      # cuda:9 on a 2-GPU box: one line, before anything is built
     _require(args)
     _build_all(spec, runs)
     # fail before any training if a dataset is missing (decoded once, then cached)

@@ -28,7 +28,7 @@ from bench import precision, store
 from bench.config.schema import RunSpec
 from bench.metrics.scoring import score
 from bench.train.loop import result_dict, train
-from bench.train.runtime import keep_freed_memory, resolve_device
+from bench.train.runtime import keep_freed_memory, pin, resolve_device
 
 
 def say(msg: str) -> None:
@@ -64,6 +64,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
     """Train + score one run; write metrics.json last. Returns the metrics document."""
 
     device = resolve_device(placement.device or run.train.device)
+    pin(device)
     store.write_yaml(run_dir / "config.yaml", run.resolved())
     env = store.environment(device)
     env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),

@@ -25,7 +25,7 @@ from bench.errors import BenchError
 from bench.metrics.scoring import score
 from bench.run.execute import Outcome, Placement, execute, say
 from bench.run.ray_cluster import run_ray
-from bench.train.runtime import resolve_device
+from bench.train.runtime import check_devices, resolve_device
 
 
 @dataclass
@@ -47,6 +47,9 @@ def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jo
     """Train + score every unfinished run of ``runs``; returns what happened to each."""
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1 (got {jobs})")
+    check_devices(runs, devices)
+    if runner == "local" and jobs == 1 and not devices:
+        jobs = default_jobs(runs)
     summary = Summary()
     todo = [r for r in runs if not store.is_finished(Path(runs_root) / r.rel_dir)]
     summary.skipped = [str(r.rel_dir) for r in runs if r not in todo]
@@ -75,6 +78,12 @@ def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jo
         say(f"{label}: {o.message or o.state}")
         summary.add(o)
     return summary
+
+
+def default_jobs(runs: list[RunSpec]) -> int:
+    """Without --jobs / --devices: one run per visible GPU at a time when the runs train on CUDA, else one."""
+    wants_cuda = any(r.train.device != "cpu" for r in runs) and torch.cuda.is_available()
+    return max(1, torch.cuda.device_count()) if wants_cuda else 1
 
 
 def _holder(run_dir: Path) -> str:

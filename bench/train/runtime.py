@@ -32,12 +32,33 @@ from models import MODELS
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when present, else cpu; 'cuda' without a GPU is a user error."""
+    """'auto' -> cuda when present, else cpu; 'cuda' without a GPU, or 'cuda:i' past the visible GPUs, is a
+    user error (one line)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BenchError("train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BenchError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:<index>)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BenchError(f"device {name!r} asked for, but no CUDA device is available (use 'auto' or 'cpu')")
+        if device.index is not None and device.index >= (n := torch.cuda.device_count()):
+            raise BenchError(f"device {name!r} asked for, but this machine has {n} visible GPU{'s' * (n != 1)} "
+                             f"(cuda:0 to cuda:{n - 1})")
+    return device
+
+
+def check_devices(runs: list[RunSpec], devices: list[str] | None = None) -> None:
+    """Every device a sweep would use, checked once before anything trains or is written."""
+    for name in sorted({r.train.device for r in runs} | set(devices or ())):
+        resolve_device(name)
+
+
+def pin(device: torch.device) -> None:
+    """Make ``device`` the process's current CUDA device, so nothing allocates on GPU 0 by accident."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 ENV_ALLOCATOR = "PEGASUS_CPU_ALLOCATOR"    # "system": leave the C allocator as it is
