@@ -242,7 +242,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from bench.pegasus import evaluate as pegasus
+    from bench.pegasus import outputs as pegasus
 
     out, ev = pegasus.interpolate(args.run_dir, args.from_cls, args.to_cls, pairs=args.pairs, steps=args.steps,
                                   seed=args.seed, device=args.device, kid=not args.no_kid,

@@ -12,6 +12,7 @@ from bench.__main__ import main
 from bench.data import sources as data_mod
 from bench.errors import BenchError, WeightsError
 from bench.pegasus import evaluate as P
+from bench.pegasus import pairs, paths
 from bench.pegasus import probe as probe_mod
 from models import MODELS
 
@@ -43,16 +44,16 @@ def _unit(n: int, d: int, seed: int) -> torch.Tensor:
 def test_slerp_keeps_norm_and_meets_lerp_at_the_ends():
     a, b = 3 * _unit(5, 16, 0), 3 * _unit(5, 16, 1)
     for t in torch.linspace(0, 1, 11, dtype=torch.float64):
-        assert torch.allclose(P.slerp(a, b, t).norm(dim=1), torch.full((5,), 3.0, dtype=torch.float64))
+        assert torch.allclose(paths.slerp(a, b, t).norm(dim=1), torch.full((5,), 3.0, dtype=torch.float64))
     for t, end in ((0.0, a), (1.0, b)):
-        assert torch.allclose(P.slerp(a, b, t), end) and torch.allclose(P.lerp(a, b, t), end)
-    cos = torch.nn.functional.cosine_similarity(P.slerp(a, b, 0.5), P.lerp(a, b, 0.5), dim=1)
+        assert torch.allclose(paths.slerp(a, b, t), end) and torch.allclose(paths.lerp(a, b, t), end)
+    cos = torch.nn.functional.cosine_similarity(paths.slerp(a, b, 0.5), paths.lerp(a, b, 0.5), dim=1)
     assert torch.allclose(cos, torch.ones(5, dtype=torch.float64))           # same direction, other norm
-    assert P.lerp(a, b, 0.5).norm(dim=1).max() < 3 - 1e-3                  # lerp cuts the corner
-    mid = P.slerp(a, b, 0.3)
+    assert paths.lerp(a, b, 0.5).norm(dim=1).max() < 3 - 1e-3                  # lerp cuts the corner
+    mid = paths.slerp(a, b, 0.3)
     assert not torch.allclose(mid / mid.norm(dim=1, keepdim=True),          # but slerp is no lerp
-                              P.lerp(a, b, 0.3) / P.lerp(a, b, 0.3).norm(dim=1, keepdim=True))
-    assert torch.allclose(P.slerp(a, a.clone(), 0.4), a)                    # parallel: no division by 0
+                              paths.lerp(a, b, 0.3) / paths.lerp(a, b, 0.3).norm(dim=1, keepdim=True))
+    assert torch.allclose(paths.slerp(a, a.clone(), 0.4), a)                    # parallel: no division by 0
 
 
 def test_path_ends_decode_to_the_endpoints_reconstructions():
@@ -62,10 +63,10 @@ def test_path_ends_decode_to_the_endpoints_reconstructions():
         za, zb = model.encode(x[:3])[0], model.encode(x[3:])[0]
         ra, rb = model.decode(za), model.decode(zb)
         for kind in P.LATENT_KINDS:
-            frames = P.path_frames(P.latent_path(model.decode, za, zb, kind), torch.linspace(0, 1, 5), 3)
+            frames = paths.path_frames(paths.latent_path(model.decode, za, zb, kind), torch.linspace(0, 1, 5), 3)
             assert frames.shape == (3, 5, 3, 16, 16)
             assert torch.allclose(frames[:, 0], ra, atol=1e-6) and torch.allclose(frames[:, -1], rb, atol=1e-6)
-            assert torch.allclose(frames[:, 2], model.decode(P.INTERP[kind](za, zb, 0.5)), atol=1e-6)
+            assert torch.allclose(frames[:, 2], model.decode(paths.INTERP[kind](za, zb, 0.5)), atol=1e-6)
         assert (ra - rb).abs().max() > 0                                    # the ends are distinct images
 
 
@@ -80,12 +81,12 @@ def test_ppl_equals_hand_computation_on_a_toy_decoder():
     A = torch.randn(12, 4, generator=g, dtype=torch.float64)
     decode = lambda z: (z @ A.T).view(-1, 3, 2, 2)                          # linear toy "decoder"
     za, zb = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
-    ts = P.ppl_times(3, 4, torch.Generator().manual_seed(1)).double()
-    assert ((ts >= 0) & (ts <= 1 - P.EPS)).all()
-    assert ((ts * 4 / (1 - P.EPS)).floor() == torch.arange(4)).all()      # one draw per stratum
+    ts = paths.ppl_times(3, 4, torch.Generator().manual_seed(1)).double()
+    assert ((ts >= 0) & (ts <= 1 - paths.EPS)).all()
+    assert ((ts * 4 / (1 - paths.EPS)).floor() == torch.arange(4)).all()      # one draw per stratum
 
     # lerp through a linear map: every step is eps * A (zb - za), so PPL = |A (zb - za)|^2 exactly
-    got = P.perceptual_path_length(P.latent_path(decode, za, zb, "lerp"), ts, _sq)
+    got = paths.perceptual_path_length(paths.latent_path(decode, za, zb, "lerp"), ts, _sq)
     assert torch.allclose(got, ((zb - za) @ A.T).pow(2).sum(1), rtol=1e-6)
 
     # slerp, by hand: x(t) = A (sin((1-t)w)/sin w za + sin(tw)/sin w zb), d = squared L2, / eps^2, mean
@@ -93,37 +94,37 @@ def test_ppl_equals_hand_computation_on_a_toy_decoder():
     for i in range(3):
         w = math.acos(float(za[i] @ zb[i] / (za[i].norm() * zb[i].norm())))
         x = lambda t: A @ (math.sin((1 - t) * w) / math.sin(w) * za[i] + math.sin(t * w) / math.sin(w) * zb[i])
-        want.append(sum(float((x(t + P.EPS) - x(t)).pow(2).sum()) / P.EPS ** 2 for t in ts[i].tolist()) / 4)
-    got = P.perceptual_path_length(P.latent_path(decode, za, zb, "slerp"), ts, _sq)
+        want.append(sum(float((x(t + paths.EPS) - x(t)).pow(2).sum()) / paths.EPS ** 2 for t in ts[i].tolist()) / 4)
+    got = paths.perceptual_path_length(paths.latent_path(decode, za, zb, "slerp"), ts, _sq)
     assert torch.allclose(got, torch.tensor(want, dtype=torch.float64), rtol=1e-6)
-    batched = P.ppl_batched(lambda a, b: P.latent_path(decode, a, b, "slerp"), za, zb, ts, _sq, rows=8)
+    batched = paths.ppl_batched(lambda a, b: paths.latent_path(decode, a, b, "slerp"), za, zb, ts, _sq, rows=8)
     assert torch.allclose(batched, got, rtol=1e-9)                         # 2 pairs x 4 samples per call
 
     # the pixel cross-fade: PPL = |xb - xa|^2
     xa, xb = decode(za), decode(zb)
-    got = P.perceptual_path_length(P.pixel_path(xa, xb), ts, _sq)
+    got = paths.perceptual_path_length(paths.pixel_path(xa, xb), ts, _sq)
     assert torch.allclose(got, (xb - xa).pow(2).flatten(1).sum(1), rtol=1e-6)
 
 
 def test_max_step_ratio_flags_a_jump():
     steps = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 5.0]], dtype=torch.float64)
-    assert torch.allclose(P.max_step_ratio(steps), torch.tensor([1.0, 2.5], dtype=torch.float64))
+    assert torch.allclose(paths.max_step_ratio(steps), torch.tensor([1.0, 2.5], dtype=torch.float64))
     frames = torch.zeros(1, 3, 3, 2, 2)
     frames[0, 1] += 1
     frames[0, 2] += 3                                                       # steps 1 and 2 (squared: 12, 48)
-    assert torch.allclose(P.step_distances(frames, _sq, torch.device("cpu")),
+    assert torch.allclose(paths.step_distances(frames, _sq, torch.device("cpu")),
                           torch.tensor([[12.0, 48.0]], dtype=torch.float64))
 
 
 # --------------------------------------------------------------------------- class mass along a path
 
 def test_hybrid_score_and_switch_time():
-    assert P.hybrid_score(torch.tensor([0.5, 1.0, 0.3]), torch.tensor([0.5, 0.0, 0.1])).tolist() == \
+    assert paths.hybrid_score(torch.tensor([0.5, 1.0, 0.3]), torch.tensor([0.5, 0.0, 0.1])).tolist() == \
         pytest.approx([1.0, 0.0, 0.2])
     ts = torch.tensor([0.0, 0.5, 1.0])
     p_from = torch.tensor([[0.9, 0.6, 0.2], [0.9, 0.8, 0.7], [0.1, 0.6, 0.2]])
     p_to = torch.tensor([[0.1, 0.3, 0.7], [0.0, 0.1, 0.2], [0.8, 0.3, 0.7]])
-    t = P.switch_time(ts, p_from, p_to)
+    t = paths.switch_time(ts, p_from, p_to)
     assert t[0].item() == pytest.approx(0.5 + 0.5 * 0.3 / 0.8)             # linear between frames
     assert math.isnan(t[1]) and math.isnan(t[2])                           # never switches / starts on `to`
 
@@ -150,15 +151,15 @@ def test_records_without_a_distance_network_say_why():
 
 def test_pairs_are_seeded_and_from_the_right_classes():
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
-    a, b = P.choose_pairs(labels, 0, 2, 6, seed=0), P.choose_pairs(labels, 0, 2, 6, seed=0)
+    a, b = pairs.choose_pairs(labels, 0, 2, 6, seed=0), pairs.choose_pairs(labels, 0, 2, 6, seed=0)
     assert a.as_list() == b.as_list() and a.sha256 == b.sha256
     assert (labels[a.from_idx] == 0).all() and (labels[a.to_idx] == 2).all()   # 6 > 4 members: repeats
-    assert P.choose_pairs(labels, 0, 2, 6, seed=1).sha256 != a.sha256
+    assert pairs.choose_pairs(labels, 0, 2, 6, seed=1).sha256 != a.sha256
 
 
 def test_unknown_class_lists_the_known_ones():
     with pytest.raises(BenchError) as err:
-        P.class_index(["horse", "bird", "cat"], "hrose", "--from")
+        pairs.class_index(["horse", "bird", "cat"], "hrose", "--from")
     assert str(err.value) == "--from: unknown class 'hrose' (did you mean 'horse'?); known: horse, bird, cat"
 
 
@@ -233,7 +234,7 @@ def test_cli_end_to_end_writes_sheets_and_metrics(finished_run, monkeypatch, cap
     doc = store.read_json(d / "metrics.json")
     m, proto = doc["metrics"], doc["protocol"]
     assert sorted(m) == sorted(P.metric_keys())
-    assert proto["pairs"] == 4 and proto["steps"] == 5 and proto["eps"] == P.EPS and proto["pair_seed"] == 0
+    assert proto["pairs"] == 4 and proto["steps"] == 5 and proto["eps"] == paths.EPS and proto["pair_seed"] == 0
     assert len(proto["pair_indices"]) == 4 and proto["probe"]["config"]["steps"] == SMALL_PROBE.steps
     held = data_mod.load(probe_mod.all_classes(data_mod.DataSpec(**proto["run"]["data"])), "test")
     assert all(held.labels[i] == 0 and held.labels[j] == 4 for i, j in proto["pair_indices"])
@@ -251,7 +252,7 @@ def test_cli_end_to_end_writes_sheets_and_metrics(finished_run, monkeypatch, cap
                                                         m[P.key("sharpness", "crossfade")]["per_pair"])], abs=1e-5)
     ppl = m[P.key("ppl", "slerp")]
     if ppl["value"] is not None:                                           # ST-LPIPS installed
-        assert ppl["value"] > 0 and ppl["eps"] == P.EPS and ppl["distance"].startswith(("lpips", "st_lpips"))
+        assert ppl["value"] > 0 and ppl["eps"] == paths.EPS and ppl["distance"].startswith(("lpips", "st_lpips"))
     else:
         assert ppl["unavailable"]
     assert 1 <= len(doc["gallery"]) <= 8 and doc["gallery"][0]["rank"] == 1

@@ -60,10 +60,10 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 Origin = tuple[str, int]          # (file, line)
-Path_ = tuple[Any, ...]            # ("arms", "ssim", "loss", 1, "name")
+KeyPath = tuple[Any, ...]            # ("arms", "ssim", "loss", 1, "name")
 
 
-def _walk(node: yaml.Node, file: str, path: Path_, lines: dict[Path_, Origin]) -> Any:
+def _walk(node: yaml.Node, file: str, path: KeyPath, lines: dict[KeyPath, Origin]) -> Any:
     lines[path] = (file, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -93,7 +93,7 @@ def _scalar(node: yaml.Node, file: str) -> Any:
                           line=node.start_mark.line + 1) from None
 
 
-def read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, Origin]]:
+def read_yaml(text: str, file: str) -> tuple[Any, dict[KeyPath, Origin]]:
     """Parse YAML text; return (data, {path: (file, line)})."""
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -101,13 +101,13 @@ def read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, Origin]]:
         mark = exc.problem_mark or exc.context_mark
         raise ConfigError(f"YAML syntax error: {exc.problem}", file=file,
                           line=mark.line + 1 if mark else None) from None
-    lines: dict[Path_, Origin] = {}
+    lines: dict[KeyPath, Origin] = {}
     if node is None:
         return {}, lines
     return _walk(node, file, (), lines), lines
 
 
-def _dotted(path: Path_) -> str:
+def _dotted(path: KeyPath) -> str:
     out = ""
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -252,10 +252,10 @@ _PATH_KEYS = {"root", "path"}
 class _Lines:
     """Maps dotted error keys back to the file and line that set them."""
 
-    def __init__(self, lines: dict[Path_, Origin], file: str):
+    def __init__(self, lines: dict[KeyPath, Origin], file: str):
         self.lines, self.file = lines, file
 
-    def error(self, msg: str, *candidates: Path_) -> ConfigError:
+    def error(self, msg: str, *candidates: KeyPath) -> ConfigError:
         """Blame the candidate path that the files set most specifically (the first one on ties)."""
         best, best_n, best_rank = None, 0, (-1, -1)
         for cand in candidates:
@@ -269,7 +269,7 @@ class _Lines:
         return ConfigError(msg, file=f, line=line or None, key=_dotted(best))
 
 
-def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[Path_, Origin]]:
+def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, dict[KeyPath, Origin]]:
     """Read one file and its ``base:`` chain; return merged data and line origins."""
     shown = _show(path)
     if path in seen:
@@ -313,7 +313,7 @@ def _show(path: Path) -> str:
         return str(path)
 
 
-def _set_path(data: dict, path: Path_, value: Any) -> None:
+def _set_path(data: dict, path: KeyPath, value: Any) -> None:
     cur: Any = data
     for p in path[:-1]:
         if isinstance(cur, list) and isinstance(p, int) and p < len(cur):
@@ -328,7 +328,7 @@ def _set_path(data: dict, path: Path_, value: Any) -> None:
         raise ConfigError("cannot set a key inside a non-mapping value", file="--set", key=_dotted(path))
 
 
-def parse_override(text: str) -> tuple[Path_, Any]:
+def parse_override(text: str) -> tuple[KeyPath, Any]:
     """``train.steps=300`` -> (("train", "steps"), 300); the value is read as YAML."""
     if "=" not in text:
         raise ConfigError(f"expected KEY=VALUE, got {text!r}", file="--set")
@@ -373,7 +373,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Ablat
     return spec
 
 
-def _fields_at(loc: Path_) -> list[str]:
+def _fields_at(loc: KeyPath) -> list[str]:
     model: Any = AblationSpec
     for p in loc[:-1]:
         ann = getattr(model, "model_fields", {}).get(p)
@@ -426,7 +426,7 @@ def _check(spec: AblationSpec, where: _Lines) -> None:
         raise where.error(exc.message, *exc.candidates) from None
 
 
-def _split(key: str | None) -> Path_:
+def _split(key: str | None) -> KeyPath:
     if not key:
         return ()
     out: list[Any] = []
@@ -454,7 +454,7 @@ def dataset_spec(spec: AblationSpec, name: str, arm: str | None = None):
 
 
 class _RunError(Exception):
-    def __init__(self, message: str, *candidates: Path_):
+    def __init__(self, message: str, *candidates: KeyPath):
         super().__init__(message)
         self.message, self.candidates = message, candidates
 

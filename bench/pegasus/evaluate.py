@@ -8,6 +8,9 @@ the real ``from`` image, the path from its reconstruction (t = 0) to the other's
 ``to`` image), crossfade.png (the same pairs as a pixel cross-fade), gallery.png (the most hybrid
 frames, ranked), prior_paths.png (slerp between z ~ N(0, I) pairs) and metrics.json.
 
+This module holds the protocol and the orchestration; the path maths is ``bench.pegasus.paths``, the pair
+selection ``bench.pegasus.pairs``, the files and the printed summary ``bench.pegasus.outputs``.
+
 Protocol
 --------
 * **Pairs**: P images of each class from the dataset's held-out split with *every* class
@@ -39,9 +42,6 @@ Protocol
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import math
 import sys
 import time
@@ -63,22 +63,35 @@ from bench.errors import BenchError, ConfigError, WeightsError
 from bench.metrics import fidelity, quality
 from bench.metrics.records import metric, unavailable
 from bench.pegasus import probe as probe_mod
-from bench.report.sheets import save_grid
-from bench.train.runtime import load_run_model, resolve_device
+from bench.pegasus.pairs import PAIR_SEED, Pairs, choose_pairs, class_index
+from bench.pegasus.paths import (
+    BATCH,
+    EPS,
+    ImageDistance,
+    ImagePath,
+    hybrid_score,
+    laplacian_ratio,
+    latent_path,
+    max_step_ratio,
+    path_frames,
+    pixel_path,
+    ppl_batched,
+    ppl_times,
+    step_distances,
+    switch_time,
+)
+from bench.train.runtime import load_run_model
 from bench.weights import files as weights
 from bench.weights import networks as pretrained
 
 DEFAULT_PAIRS = 16
 DEFAULT_STEPS = 9
-PAIR_SEED = 0            # the same pairs for every run of a dataset (not the run's seed)
-EPS = 1e-4               # Karras et al. (2019)
 PPL_SAMPLES = 8          # t samples per pair
 PRIOR_PAIRS = 8
 GALLERY_SIZE = 16
 KID_REAL_MAX = 1000      # held-out images of the two classes used as KID's real side (stratified)
 PPL_SEED_OFFSET, PRIOR_SEED_OFFSET = 1, 2
 OUT_DIR = "pegasus"
-BATCH = 64               # images per distance-network call and per batched PPL decode
 CONFIG, CKPT_FILE = "config.yaml", store.CKPT
 
 LATENT_KINDS = ("lerp", "slerp")
@@ -113,173 +126,6 @@ def kid_key(kind: str) -> str:
 
 KID_RECON = "pegasus_kid_recon"
 PPL_PRIOR, MAX_STEP_PRIOR = "pegasus_ppl_prior", "pegasus_max_step_prior"
-
-
-# --------------------------------------------------------------------------- paths
-
-def _times(t: torch.Tensor | float, n: int, like: torch.Tensor) -> torch.Tensor:
-    """t as (n, 1, ..., 1) broadcastable against ``like`` (n rows)."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.dim() == 0:
-        t = t.expand(n)
-    return t.view(n, *([1] * (like.dim() - 1)))
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """(1 - t) a + t b, row-wise; ``t`` a scalar or one value per row."""
-    return a + (b - a) * _times(t, len(a), a)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """Spherical interpolation of (B, D) rows: sin((1-t)w)/sin(w) a + sin(tw)/sin(w) b, w = angle(a, b).
-
-    Keeps the norm when |a| = |b|; (near-)parallel rows fall back to ``lerp``."""
-    t = _times(t, len(a), a)
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12).clamp(-1, 1).unsqueeze(1)
-    omega = torch.acos(cos)
-    so = torch.sin(omega)
-    parallel = so.abs() < 1e-6
-    safe = torch.where(parallel, torch.ones_like(so), so)
-    wa = torch.where(parallel, 1 - t, torch.sin((1 - t) * omega) / safe)
-    wb = torch.where(parallel, t, torch.sin(t * omega) / safe)
-    return wa * a + wb * b
-
-
-INTERP: dict[str, Callable[..., torch.Tensor]] = {"lerp": lerp, "slerp": slerp}
-
-Path_ = Callable[[torch.Tensor], torch.Tensor]          # t (B,) -> images (B, 3, H, W) in [0, 1]
-
-
-def latent_path(decode: Callable[[torch.Tensor], torch.Tensor], za: torch.Tensor, zb: torch.Tensor,
-                kind: str) -> Path_:
-    interp = INTERP[kind]
-    return lambda t: decode(interp(za, zb, t))
-
-
-def pixel_path(xa: torch.Tensor, xb: torch.Tensor) -> Path_:
-    return lambda t: lerp(xa, xb, t)
-
-
-def path_frames(path: Path_, ts: torch.Tensor, n: int) -> torch.Tensor:
-    """(n, K, 3, H, W) frames of ``path`` at the K times ``ts`` (the same t for every row), CPU."""
-    return torch.stack([path(t.expand(n)).cpu() for t in ts], 1)
-
-
-# --------------------------------------------------------------------------- smoothness
-
-Distance_ = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (B, 3, H, W) x2 in [0, 1] -> (B,)
-
-
-def ppl_times(n: int, m: int, generator: torch.Generator, eps: float = EPS) -> torch.Tensor:
-    """(n, m) times stratified in [0, 1 - eps]: one uniform draw in each of m equal bins."""
-    return (torch.arange(m) + torch.rand(n, m, generator=generator)) / m * (1 - eps)
-
-
-def perceptual_path_length(path: Path_, ts: torch.Tensor, distance: Distance_, eps: float = EPS) -> torch.Tensor:
-    """(B,) per-row mean over the M columns of ``ts`` (B, M) of d(path(t), path(t + eps)) / eps^2."""
-    out = []
-    for m in range(ts.shape[1]):
-        t = ts[:, m]
-        out.append(distance(path(t), path(t + eps)).double().cpu() / eps ** 2)
-    return torch.stack(out, 1).double().mean(1)
-
-
-def ppl_batched(make_path: Callable[[torch.Tensor, torch.Tensor], Path_], a: torch.Tensor, b: torch.Tensor,
-                ts: torch.Tensor, distance: Distance_, eps: float = EPS, rows: int | None = None) -> torch.Tensor:
-    """(B,) :func:`perceptual_path_length` of the paths ``make_path(a, b)`` with all B x M samples
-    evaluated ``rows`` at a time (endpoints repeated per sample: big batches, few calls)."""
-    m = ts.shape[1]
-    per = max(1, (rows or BATCH) // m)
-    out = []
-    for i in range(0, len(a), per):
-        j = min(len(a), i + per)
-        path = make_path(a[i:j].repeat_interleave(m, 0), b[i:j].repeat_interleave(m, 0))
-        out.append(perceptual_path_length(path, ts[i:j].reshape(-1, 1), distance, eps).view(j - i, m).mean(1))
-    return torch.cat(out)
-
-
-def step_distances(frames: torch.Tensor, distance: Distance_, device: torch.device) -> torch.Tensor:
-    """(B, K-1) distances between consecutive frames of (B, K, 3, H, W)."""
-    b, k = frames.shape[:2]
-    d = distance(frames[:, :-1].flatten(0, 1).to(device), frames[:, 1:].flatten(0, 1).to(device))
-    return d.double().cpu().view(b, k - 1)
-
-
-def max_step_ratio(steps: torch.Tensor) -> torch.Tensor:
-    """(B,) largest consecutive-frame distance / the mean one (1 = evenly spaced)."""
-    return steps.max(1).values / steps.mean(1).clamp_min(1e-12)
-
-
-# --------------------------------------------------------------------------- class probe along paths
-
-def hybrid_score(p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
-    return 2 * torch.minimum(p_from, p_to)
-
-
-def switch_time(ts: torch.Tensor, p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
-    """(B,) first t where P(to) >= P(from) after starting with P(from) > P(to); NaN otherwise."""
-    d = (p_from - p_to).double()                        # (B, K)
-    t = ts.double().cpu()
-    out = torch.full((len(d),), math.nan, dtype=torch.float64)
-    for b in range(len(d)):
-        if d[b, 0] <= 0:
-            continue
-        for k in range(len(t) - 1):
-            if d[b, k + 1] <= 0:
-                out[b] = t[k] + (t[k + 1] - t[k]) * d[b, k] / (d[b, k] - d[b, k + 1])
-                break
-    return out
-
-
-def laplacian_ratio(mid: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """(B,) Laplacian variance of the midpoint / the mean of the two endpoints'."""
-    ends = (quality.laplacian_variance(start) + quality.laplacian_variance(end)) / 2
-    return (quality.laplacian_variance(mid) / ends.clamp_min(quality.EPS)).double()
-
-
-# --------------------------------------------------------------------------- pairs
-
-@dataclass(frozen=True)
-class Pairs:
-    """P (from, to) index pairs into the held-out split (all classes)."""
-    from_idx: torch.Tensor
-    to_idx: torch.Tensor
-    seed: int
-
-    def __len__(self) -> int:
-        return len(self.from_idx)
-
-    def as_list(self) -> list[list[int]]:
-        return [[int(i), int(j)] for i, j in zip(self.from_idx, self.to_idx)]
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(json.dumps(self.as_list()).encode()).hexdigest()[:16]
-
-    def protocol(self) -> dict[str, Any]:
-        return {"pairs": len(self), "pair_seed": self.seed, "pair_index_sha256": self.sha256}
-
-
-def choose_pairs(labels: torch.Tensor, i_from: int, i_to: int, n: int, seed: int = PAIR_SEED) -> Pairs:
-    """n seeded pairs: a permutation of each class's held-out images (repeated if n exceeds it)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def draw(c: int) -> torch.Tensor:
-        members = (labels == c).nonzero().flatten()
-        reps = math.ceil(n / len(members))
-        return torch.cat([members[torch.randperm(len(members), generator=g)] for _ in range(reps)])[:n]
-
-    return Pairs(draw(i_from), draw(i_to), seed)
-
-
-def class_index(classes: list[str], name: str, flag: str) -> int:
-    """Index of a class name, else a one-line error listing the known ones."""
-    if name in classes:
-        return classes.index(name)
-    import difflib
-    close = difflib.get_close_matches(name, classes, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise BenchError(f"{flag}: unknown class {name!r}{hint}; known: {', '.join(classes)}")
 
 
 # --------------------------------------------------------------------------- a finished run
@@ -317,7 +163,7 @@ def load_finished(run_dir: Path, device: torch.device) -> tuple[RunSpec, torch.n
 
 @dataclass(frozen=True)
 class Distance:
-    fn: Distance_
+    fn: ImageDistance
     name: str
     info: dict[str, Any]
 
@@ -375,7 +221,7 @@ def _say(progress: bool, msg: str) -> None:
         print(f"pegasus: {msg}", file=sys.stderr, flush=True)
 
 
-def _num(x: float) -> float | None:
+def rounded_or_none(x: float) -> float | None:
     x = float(x)
     return float(f"{x:.6g}") if math.isfinite(x) else None          # 6 significant digits
 
@@ -383,11 +229,11 @@ def _num(x: float) -> float | None:
 def _summary(values: torch.Tensor, proto: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """Mean over pairs with its 95% t-interval; NaN entries (undefined for a pair) left out."""
     v = [float(x) for x in values if math.isfinite(float(x))]
-    per_pair = [_num(x) for x in values]
+    per_pair = [rounded_or_none(x) for x in values]
     if not v:
         return unavailable("undefined for every pair", **proto, per_pair=per_pair, **extra)
     s = stats.summarise(v)
-    return metric(s.mean, n=s.n, **proto, lo=_num(s.lo), hi=_num(s.hi), n_pairs=len(values),
+    return metric(s.mean, n=s.n, **proto, lo=rounded_or_none(s.lo), hi=rounded_or_none(s.hi), n_pairs=len(values),
                   per_pair=per_pair, ci="95% t-interval over pairs", **extra)
 
 
@@ -455,7 +301,7 @@ def evaluate(model: torch.nn.Module, run: RunSpec, device: torch.device, from_cl
     _say(progress, "KID" if kid else "KID skipped")
     records.update(_kid_records(walks, held, i_from, i_to, run, dspec, device, proto, kid))
     gallery = rank_gallery(walks, ts, chosen, GALLERY_SIZE)
-    protocol = {**proto, "pair_indices": chosen.as_list(), "t": [_num(t) for t in ts],
+    protocol = {**proto, "pair_indices": chosen.as_list(), "t": [rounded_or_none(t) for t in ts],
                 "probe": {"accuracy": probe.accuracy, "fingerprint": probe.fingerprint, "classes": probe.classes,
                           **probe.info},
                 "distance": distance.info if distance else {"distance": None, "unavailable": dist_reason},
@@ -513,7 +359,7 @@ def _walk_all(model, held: data_mod.ImageSet, chosen: Pairs, i_from: int, i_to: 
     ts = torch.linspace(0, 1, steps, device=device)
     g = torch.Generator().manual_seed(seed + PPL_SEED_OFFSET)
     ppl_ts = ppl_times(n, PPL_SAMPLES, g).to(device)
-    makers: dict[str, Callable[[torch.Tensor, torch.Tensor], Path_]] = {
+    makers: dict[str, Callable[[torch.Tensor, torch.Tensor], ImagePath]] = {
         kind: (lambda a, b, kind=kind: latent_path(model.decode, a, b, kind)) for kind in LATENT_KINDS}
     makers[BASELINE] = pixel_path
     ends = {**dict.fromkeys(LATENT_KINDS, (za, zb)), BASELINE: (xa, xb)}
@@ -602,8 +448,9 @@ def rank_gallery(walks: dict[str, Walk], ts: torch.Tensor, chosen: Pairs, size: 
         best = h.argmax(1)
         for p in range(len(h)):
             k = int(best[p]) + 1
-            cands.append({"pair": p, "kind": kind, "step": k, "t": _num(ts[k]), "hybrid": _num(h[p, k - 1]),
-                          "p_from": _num(w.p_from[p, k]), "p_to": _num(w.p_to[p, k]),
+            cands.append({"pair": p, "kind": kind, "step": k, "t": rounded_or_none(ts[k]),
+                          "hybrid": rounded_or_none(h[p, k - 1]),
+                          "p_from": rounded_or_none(w.p_from[p, k]), "p_to": rounded_or_none(w.p_to[p, k]),
                           "from_index": int(chosen.from_idx[p]), "to_index": int(chosen.to_idx[p])})
     cands.sort(key=lambda c: (-c["hybrid"], -(c["p_from"] + c["p_to"]), c["pair"], c["kind"]))
     return [{"rank": i + 1, **c} for i, c in enumerate(cands[:size])]
@@ -623,116 +470,3 @@ def metric_keys() -> list[str]:
     keys = [key(q, k) for k in KINDS for q in QUANTITIES]
     keys += [diff_key(q, k) for k in LATENT_KINDS for q in COMPARED]
     return keys + [PPL_PRIOR, MAX_STEP_PRIOR] + [kid_key(k) for k in KINDS] + [KID_RECON]
-
-
-# --------------------------------------------------------------------------- outputs
-
-def out_dir(run_dir: Path, from_cls: str, to_cls: str) -> Path:
-    return Path(run_dir) / OUT_DIR / f"{from_cls}-{to_cls}"
-
-
-def interpolate(run_dir: Path, from_cls: str, to_cls: str, *, pairs: int = DEFAULT_PAIRS,
-                steps: int = DEFAULT_STEPS, seed: int = PAIR_SEED, device: str = "auto", kid: bool = True,
-                progress: bool = True) -> tuple[Path, Evaluation]:
-    """Evaluate a finished run and write its sheets and metrics.json; returns (output dir, evaluation)."""
-    dev = resolve_device(device)
-    run, model = load_finished(Path(run_dir), dev)
-    ev = evaluate(model, run, dev, from_cls, to_cls, pairs=pairs, steps=steps, seed=seed, kid=kid,
-                  progress=progress)
-    out = out_dir(run_dir, from_cls, to_cls)
-    write_outputs(out, ev, run, Path(run_dir))
-    return out, ev
-
-
-def rows(first: torch.Tensor, frames: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """(P, K + 2, 3, H, W) -> flat rows: real from | path | real to."""
-    return torch.cat([first.unsqueeze(1), frames, last.unsqueeze(1)], 1).flatten(0, 1)
-
-
-def write_outputs(out: Path, ev: Evaluation, run: RunSpec, run_dir: Path) -> None:
-    ncol = len(ev.ts) + 2
-    for kind in LATENT_KINDS:
-        save_grid(out / f"sheet_{kind}.png", rows(ev.real_from, ev.walks[kind].frames, ev.real_to), ncol)
-    save_grid(out / "crossfade.png", rows(ev.real_from, ev.walks[BASELINE].frames, ev.real_to), ncol)
-    save_grid(out / "prior_paths.png", ev.prior.flatten(0, 1), len(ev.ts))
-    save_gallery(out / "gallery.png", ev)
-    curves = {kind: {"t": ev.protocol["t"],
-                     "p_from": [[_num(v) for v in row] for row in w.p_from],
-                     "p_to": [[_num(v) for v in row] for row in w.p_to],
-                     "off_class": [[_num(v) for v in row] for row in 1 - w.p_from - w.p_to],
-                     "p_from_mean": [_num(v) for v in w.p_from.mean(0)],
-                     "p_to_mean": [_num(v) for v in w.p_to.mean(0)]}
-              for kind, w in ev.walks.items()}
-    doc = {"protocol": {**ev.protocol, "run_dir": str(run_dir), "run": run.resolved(),
-                        "git_commit": store.git_commit(), "torch": torch.__version__,
-                        "files": {"sheet_lerp.png": "rows = pairs: real from | lerp t = 0..1 | real to",
-                                  "sheet_slerp.png": "rows = pairs: real from | slerp t = 0..1 | real to",
-                                  "crossfade.png": "rows = pairs: real from | pixel cross-fade t = 0..1 | real to",
-                                  "gallery.png": "most hybrid interior frame per (pair, latent path), ranked",
-                                  "prior_paths.png": "rows = prior pairs z ~ N(0, I): slerp t = 0..1"}},
-           "metrics": ev.records, "curves": curves, "gallery": ev.gallery}
-    store.write_json(out / "metrics.json", doc)
-
-
-def save_gallery(path: Path, ev: Evaluation) -> None:
-    """Ranked tiles (upscaled to >= 96 px, nearest) with a two-line caption under each."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    if not ev.gallery:
-        return
-    side = ev.real_from.shape[-1]
-    scale = max(1, math.ceil(96 / side))
-    tile, cap, pad = side * scale, 24, 2
-    cols = min(8, len(ev.gallery))
-    rows = math.ceil(len(ev.gallery) / cols)
-    sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + cap + pad) + pad), "white")
-    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
-    for i, g in enumerate(ev.gallery):
-        img = ev.walks[g["kind"]].frames[g["pair"], g["step"]]
-        arr = quality.to_uint8(img).permute(1, 2, 0).numpy()
-        x, y = pad + (i % cols) * (tile + pad), pad + (i // cols) * (tile + cap + pad)
-        sheet.paste(Image.fromarray(arr).resize((tile, tile), Image.NEAREST), (x, y))
-        draw.text((x, y + tile + 1), f"#{g['rank']} pair {g['pair']} {g['kind']}", fill="black", font=font)
-        draw.text((x, y + tile + 12), f"t={g['t']:.2f} hybrid {g['hybrid']:.2f}", fill="black", font=font)
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG")
-    store.write_bytes(path, buf.getvalue())
-
-
-def _cell(rec: dict[str, Any] | None, signed: bool = False) -> str:
-    if rec is None or rec.get("value") is None:
-        return "n/a"
-    v, lo, hi = rec["value"], rec.get("lo"), rec.get("hi")
-    s = f"{v:+.3g}" if signed else f"{v:.3g}"
-    return s + (f" ±{(hi - lo) / 2:.2g}" if lo is not None and hi is not None else "")
-
-
-def summary(ev: Evaluation) -> str:
-    """A short table for stdout: one row per quantity, mean ± 95% half-width over pairs."""
-    p, r = ev.protocol, ev.records
-    dist = p["distance"].get("distance") or f"none ({p['distance'].get('unavailable')})"
-    if p["distance"].get("lpips_unavailable"):
-        dist += " - LPIPS weights absent"
-    lines = [f"pegasus {p['from']} -> {p['to']}: {p['pairs']} pairs x {p['steps']} steps, pair seed "
-             f"{p['pair_seed']} (indices {p['pair_index_sha256']}), held-out {p['split']}",
-             f"class probe: held-out accuracy {p['probe']['accuracy']:.3f} over {len(p['probe']['classes'])} "
-             f"classes (fingerprint {p['probe']['fingerprint'][:12]}); distance: {dist}; eps {p['eps']:g}"]
-    head = ["", *KINDS, *(f"{k}-{BASELINE}" for k in LATENT_KINDS)]
-    body = []
-    for q, (title, _) in QUANTITIES.items():
-        row = [title] + [_cell(r.get(key(q, k))) for k in KINDS]
-        row += [_cell(r.get(diff_key(q, k)), signed=True) if q in COMPARED else "" for k in LATENT_KINDS]
-        body.append(row)
-    body.append(["KID mid vs real"] + [_cell(r.get(kid_key(k))) for k in KINDS] + ["", ""])
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
-    kid_note = r.get(KID_RECON, {})
-    lines.append(f"KID of the endpoint reconstructions: {_cell(kid_note)}"
-                 + (f" ({kid_note['unavailable']})" if kid_note.get("unavailable") else ""))
-    lines.append(f"prior slerp paths: PPL {_cell(r.get(PPL_PRIOR))}, max step {_cell(r.get(MAX_STEP_PRIOR))}")
-    if ev.gallery:
-        g = ev.gallery[0]
-        lines.append(f"most hybrid frame: pair {g['pair']} ({g['kind']}, t = {g['t']:.2f}): P({p['from']}) "
-                     f"{g['p_from']:.2f}, P({p['to']}) {g['p_to']:.2f}")
-    lines.append(f"({p['wall_s']:.0f} s; mean ± 95% t half-width over pairs)")
-    return "\n".join(lines)

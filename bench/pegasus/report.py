@@ -23,6 +23,7 @@ from bench.config import schema as config
 from bench.config.schema import AblationSpec
 from bench.errors import BenchError
 from bench.pegasus import evaluate as peg
+from bench.pegasus import outputs
 from bench.report import tables
 from bench.report.sheets import save_grid
 from bench.train.runtime import resolve_device
@@ -116,10 +117,10 @@ def write_report(specs: list[AblationSpec], runs_root: Path, results_root: Path,
     ev = peg.evaluate(model, run, dev, from_cls, to_cls, progress=progress)
     n = min(ROWS_SHOWN, len(ev.real_from))
     ncol = len(ev.ts) + 2
-    save_grid(out / "sheet_lerp.png", peg.rows(ev.real_from[:n], ev.walks["lerp"].frames[:n], ev.real_to[:n]), ncol)
+    save_grid(out / "sheet_lerp.png", outputs.rows(ev.real_from[:n], ev.walks["lerp"].frames[:n], ev.real_to[:n]), ncol)
     save_grid(out / "crossfade.png",
-              peg.rows(ev.real_from[:n], ev.walks[peg.BASELINE].frames[:n], ev.real_to[:n]), ncol)
-    peg.save_gallery(out / "gallery.png", ev)
+              outputs.rows(ev.real_from[:n], ev.walks[peg.BASELINE].frames[:n], ev.real_to[:n]), ncol)
+    outputs.save_gallery(out / "gallery.png", ev)
     store.write_json(out / "metrics.json", {"run": str(best.run.rel_dir), "protocol": ev.protocol,
                                             "metrics": ev.records, "gallery": ev.gallery,
                                             "drawn_by_commit": store.git_commit()})

@@ -233,7 +233,7 @@ def _match(pattern: str, arms: list[str]) -> list[str]:
     return [a for a in arms if fnmatch.fnmatchcase(a, pattern)]
 
 
-def _fmt(key: str) -> str:
+def _format_spec_of(key: str) -> str:
     return CATALOGUE[key].fmt if key in CATALOGUE else ".4g"
 
 
@@ -372,7 +372,7 @@ def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], v
              paired: bool = False) -> Outcome:
     """Score one comparison by the rule in RULE (directional, equivalence or non-inferiority/superiority)."""
     t, upper_of, mde_of = _tests(va, vr, paired)
-    f = _fmt(chk.metric)
+    f = _format_spec_of(chk.metric)
     ci = "" if math.isnan(t.lo) else f" [{t.lo:+{f}}, {t.hi:+{f}}]"
     effect = f"{t.diff:+{f}}{ci}"
     margin = EQUIV_MARGIN * abs(stats.summarise(vr).mean)
@@ -459,7 +459,7 @@ def reading(claim: Claim, v: str, outs: list[Outcome], name: str) -> str:
     return f"{head} (`{name}`): " + "; ".join(parts) + "."
 
 
-def _p(p: float) -> str:
+def _fmt_p(p: float) -> str:
     return "—" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
@@ -478,12 +478,13 @@ def _file_lines(n: str, s: dict, v: str, outs: list[Outcome]) -> list[str]:
              "| dataset | comparison | metric | effect (95% CI) | p | n | detectable effect | score |\n"
              "|---|---|---|---|---|---|---|---|"]
     for o in outs:
-        f = _fmt(o.check.metric) if o.check.metric != DIVERGED else ".2f"
+        f = _format_spec_of(o.check.metric) if o.check.metric != DIVERGED else ".2f"
         mde = "—" if math.isnan(o.mde) else f"±{o.mde:{f}}"
         mark = _MARK[o.score] if o.check.counted else "shown, not counted"
         what = (f"{o.arm}: vs `{o.check.ref_metric}` (expect {o.check.expect})" if o.check.ref_metric
                 else f"{o.arm} vs {o.ref} (expect {o.check.expect})")
-        lines.append(f"| {o.dataset} | {what} | {o.check.metric} | {o.effect} | {_p(o.p)} | {o.n} | {mde} | {mark} |")
+        lines.append(f"| {o.dataset} | {what} | {o.check.metric} | {o.effect} | {_fmt_p(o.p)} | {o.n} | {mde} "
+                     f"| {mark} |")
     return lines
 
 

@@ -89,7 +89,7 @@ def compare(c: Curves, baseline: str, rate: float) -> dict[str, dict]:
     return out
 
 
-def _fmt(x: float, fmt: str) -> str:
+def _fmt_number(x: float, fmt: str) -> str:
     return "—" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
@@ -118,11 +118,12 @@ def render(spec: AblationSpec, records: list[RunRecord], weight_key: str, baseli
             cells = []
             for f in fams:
                 s = row[f]["summary"]
-                cell = f"{_fmt(s.mean, fmt)} ± {_fmt(s.half, fmt)}"
+                cell = f"{_fmt_number(s.mean, fmt)} ± {_fmt_number(s.half, fmt)}"
                 if "vs_base" in row[f]:
                     d = row[f]["vs_base"]
-                    cell += f"<br>Δ {_fmt(d.diff, '+' + fmt)} [{_fmt(d.lo, fmt)}, {_fmt(d.hi, fmt)}] " \
-                            f"(p={_fmt(d.p, '.3f')})"
+                    cell += (f"<br>Δ {_fmt_number(d.diff, '+' + fmt)} "
+                             f"[{_fmt_number(d.lo, fmt)}, {_fmt_number(d.hi, fmt)}] ") + \
+                            f"(p={_fmt_number(d.p, '.3f')})"
                 cells.append(cell)
             lines.append(f"| {rate:.1f} | " + " | ".join(cells) + " |")
         lines.append("")

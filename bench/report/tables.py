@@ -150,13 +150,13 @@ def metric_keys(records: list[RunRecord]) -> tuple[list[str], dict[str, list[str
     return [k for k in order if k in shown], {k: sorted(reasons[k]) for k in order if k in reasons}
 
 
-def _num(x: float, fmt: str, sign: bool = False) -> str:
+def _fmt_number(x: float, fmt: str, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
     return f"{x:{'+' if sign else ''}{fmt}}"
 
 
-def _p(p: float) -> str:
+def _fmt_p(p: float) -> str:
     if math.isnan(p):
         return "p n/a"
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
@@ -312,14 +312,14 @@ def _md_cell(cell: Cell, key: str, n_done: int) -> str:
     s, fmt = cell.summary, info(key).fmt
     if s.n == 0:
         return "—"
-    mean = _num(s.mean, fmt)
+    mean = _fmt_number(s.mean, fmt)
     text = f"**{mean}**" if cell.bold else mean
-    text += f" ± {_num(s.half, fmt)}" if s.n >= 2 else ""
+    text += f" ± {_fmt_number(s.half, fmt)}" if s.n >= 2 else ""
     if s.n != n_done or s.n < 2:
         text += f" (n={s.n})"
     if cell.cmp is not None and not math.isnan(cell.cmp.diff):
         mark = SIG if cell.cmp.significant else ""
-        text += f"<br>Δ {_num(cell.cmp.diff, fmt, sign=True)}{mark} ({_p(cell.cmp.p)})"
+        text += f"<br>Δ {_fmt_number(cell.cmp.diff, fmt, sign=True)}{mark} ({_fmt_p(cell.cmp.p)})"
     return text
 
 
@@ -467,12 +467,12 @@ def _tex_cell(cell: Cell, key: str) -> str:
     s, fmt = cell.summary, info(key).fmt
     if s.n == 0:
         return "--"
-    mean = tex_escape(_num(s.mean, fmt))
+    mean = tex_escape(_fmt_number(s.mean, fmt))
     text = (rf"\textbf{{{mean}}}" if cell.bold else mean)
-    text += rf" $\pm$ {tex_escape(_num(s.half, fmt))}" if s.n >= 2 else f" (n={s.n})"
+    text += rf" $\pm$ {tex_escape(_fmt_number(s.half, fmt))}" if s.n >= 2 else f" (n={s.n})"
     if cell.cmp is not None and not math.isnan(cell.cmp.diff):
         mark = r"^{\dagger}" if cell.cmp.significant else ""
-        text += rf" (${tex_escape(_num(cell.cmp.diff, fmt, sign=True))}{mark}$)"
+        text += rf" (${tex_escape(_fmt_number(cell.cmp.diff, fmt, sign=True))}{mark}$)"
     return text
 
 

@@ -196,10 +196,6 @@ def locate(key: str, weights_dir: str | os.PathLike | None = None) -> Path:
     return Path(row["path"])
 
 
-def sha256_of(key: str, weights_dir: str | os.PathLike | None = None) -> str:
-    return sha256_file(locate(key, weights_dir))
-
-
 def require(names: Iterable[str], weights_dir: str | os.PathLike | None = None) -> None:
     """Check ``--require fid,lpips``: every metric has one complete alternative, else one
     WeightsError listing what is missing for each."""

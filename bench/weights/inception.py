@@ -224,11 +224,6 @@ def ensure_converted_weights(directory: str | os.PathLike | None = None, *,
     return path
 
 
-def converted_weights_sha256(directory: str | os.PathLike | None = None) -> str:
-    path = ensure_converted_weights(directory)
-    return path.with_name(path.name + ".sha256").read_text().split()[0]
-
-
 # --------------------------------------------------------------------------- torch-fidelity side
 def _extractor_class():
     try:
