@@ -29,6 +29,11 @@ CKPT = "ckpt.pt"
 LOG = "log.jsonl"
 LOCK = ".lock"
 TENSORBOARD = "tb"
+SNAPSHOTS = "snapshots"     # weights kept at train.snapshots steps, scored after training
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"step-{step:08d}.pt"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 

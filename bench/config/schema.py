@@ -148,6 +148,19 @@ class TrainSpec(_Strict):
     amp: pydantic.StrictBool = True            # bf16 autocast, CUDA only
     channels_last: pydantic.StrictBool = True  # memory format of weights and batches (bench/train/runtime.py)
     compile: pydantic.StrictBool = False       # torch.compile the model
+    # steps at which the weights are kept and scored too (a budget curve from one run; bench/train/loop.py)
+    snapshots: tuple[pydantic.PositiveInt, ...] = ()
+
+    @pydantic.field_validator("snapshots")
+    @classmethod
+    def _snapshots_inside_the_run(cls, snapshots: tuple[int, ...], info: pydantic.ValidationInfo) -> tuple[int, ...]:
+        if list(snapshots) != sorted(set(snapshots)):
+            raise ValueError(f"snapshots must be increasing steps without repeats (got {list(snapshots)})")
+        steps = info.data.get("steps")
+        if snapshots and steps is not None and snapshots[-1] >= steps:
+            raise ValueError(f"snapshots must be steps before the last ({steps}, which is scored anyway); "
+                             f"got {snapshots[-1]}")
+        return snapshots
 
 
 class EvalSpec(_Strict):
@@ -531,10 +544,11 @@ def _validate(model: type[_Strict], raw: dict, candidates) -> Any:
         raise _RunError(msg, *candidates(loc)) from None
 
 
-# Train settings that do not change the trained weights: where the run happens and how often it
-# logs/checkpoints.  Neither they nor ``eval`` are part of a run's identity, so moving a run to
-# another device or re-scoring it with another protocol never retrains it.
-_NOT_IDENTITY = {"device", "log_every", "ckpt_every", "val_every"}
+# Train settings that do not change the trained weights: where the run happens, how often it
+# logs/checkpoints and which steps it keeps as snapshots.  Neither they nor ``eval`` are part of a
+# run's identity, so moving a run to another device or re-scoring it with another protocol never
+# retrains it.
+_NOT_IDENTITY = {"device", "log_every", "ckpt_every", "val_every", "snapshots"}
 
 
 # --set keys that say where things are or run, not what the experiment is

@@ -71,8 +71,11 @@ def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
 @fp32()
 def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity: bool = True,
           progress: Callable[[str], None] | None = None, device: torch.device | None = None,
-          shared: str | None = None) -> dict[str, Any]:
+          shared: str | None = None, snapshot: int | None = None) -> dict[str, Any]:
     """Evaluate the checkpoint in ``run_dir``; write sheets; return the ``metrics`` mapping.
+
+    ``snapshot``: score the weights kept at that ``train.snapshots`` step instead, with the same evaluation
+    sets and protocol, but no sheets and no cost pass (the cost of a step does not depend on the budget).
 
     ``fidelity=False`` skips the pretrained-network metrics (their keys then say so);
     ``progress`` receives one line per pass (scoring a 96 px run on a CPU takes minutes);
@@ -81,7 +84,8 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
     recorded as not isolated, and the tables list them without comparing them."""
     say = progress or (lambda _msg: None)
     device = device or resolve_device(run.train.device)
-    ck = torch.load(run_dir / store.CKPT, map_location="cpu", weights_only=False)
+    path = run_dir / store.CKPT if snapshot is None else store.snapshot_path(run_dir, snapshot)
+    ck = torch.load(path, map_location="cpu", weights_only=False)
     model = load_run_model(run, ck, device)
     sets = eval_sets(run)
     base = {"resolution": run.data.resolution, "resize": RESIZE,
@@ -102,13 +106,15 @@ def score(run: RunSpec, run_dir: Path, train_result: dict[str, Any], *, fidelity
     sample_metrics, samples_u8 = timed("samples", lambda: _sample_pass(model, sets, run, device, base))
     metrics.update(sample_metrics)
     metrics["degenerate"] = _degeneracy(sets, recon_u8, samples_u8, metrics, base)
-    metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result,
-                                                                         shared)))
+    if snapshot is None:
+        metrics.update(timed("cost (isolated)", lambda: _cost_metrics(run, model, sets, device, train_result,
+                                                                             shared)))
     enabled = fidelity and run.eval.fidelity
     metrics.update(timed("fidelity", lambda: _fidelity_metrics(
         samples_u8, recon_u8, sets, run, device, base, enabled)))
     metrics.update(timed("pegasus", lambda: _pegasus_metrics(model, run, device, base)))
-    timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval.sheet))
+    if snapshot is None:
+        timed("sheets", lambda: _write_sheets(run_dir, sets, recon_u8, samples_u8, run.eval.sheet))
     metrics["scoring_s"] = metric(round(sum(timing.values()), 3), n=1, split="-", breakdown=timing,
                                   device=str(device))
     return metrics

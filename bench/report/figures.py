@@ -7,6 +7,8 @@
     pareto.png    quality vs training throughput, Pareto front per dataset
     sheets-<dataset>.png   real test images, then per arm its reconstructions and samples (one seed)
     lr_sweep.png  final quality and divergence rate vs learning rate per loss (C2), when lr varies
+    budget.png    each key metric against images seen, one line per arm (mean ± 95% t-band over seeds), when the
+                  runs kept train.snapshots
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def save_figure(fig, path: Path) -> None:
 def write_figures(spec, records, groups, keys, runs_root: Path, fig_dir: Path) -> list[tuple[str, str]]:
     plt.style.use(STYLE)
     out = []
-    for fn in (_metrics_fig, _curves_fig, _pareto_fig, _lr_fig):
+    for fn in (_metrics_fig, _curves_fig, _pareto_fig, _lr_fig, _budget_fig):
         res = fn(spec, records, groups, keys, Path(runs_root), Path(fig_dir))
         if res:
             out.append(res)
@@ -205,6 +207,60 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
     fig.tight_layout()
     save_figure(fig, fig_dir / "pareto.png")
     return "figures/pareto.png", f"{info(quality).title} vs training images/s, with the Pareto front"
+
+
+BUDGET_KEYS = ["kid_samples", "fid_samples", "st_lpips", "recon_ssim", "recon_mse", "recon_chroma_error", "kl",
+               "pegasus_hybrid_lerp", "pegasus_kid_mid_lerp"]
+
+
+def budget_points(record) -> dict[int, dict[str, float]]:
+    """{images seen: {metric: value}} of one done run: its snapshots, then its final step."""
+    doc, bs = record.doc or {}, record.run.train.batch_size
+    out = {}
+    for step, m in sorted(((int(k), v) for k, v in (doc.get("snapshots") or {}).items()), key=lambda kv: kv[0]):
+        out[step * bs] = {k: v["value"] for k, v in m.items() if isinstance(v, dict) and _finite(v.get("value"))}
+    final = doc.get("metrics") or {}
+    out[record.run.train.steps * bs] = {k: v["value"] for k, v in final.items()
+                                        if isinstance(v, dict) and _finite(v.get("value"))}
+    return out
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _budget_fig(spec, records, groups, keys, runs_root, fig_dir):
+    done = [r for r in records if r.status == "done" and (r.doc or {}).get("snapshots")]
+    if not done:
+        return None
+    curves = {(g.arm, g.dataset): [budget_points(r) for r in g.records if r in done] for g in groups}
+    shown = [k for k in BUDGET_KEYS if any(k in pt for runs in curves.values() for c in runs for pt in c.values())]
+    if not shown:
+        return None
+    ncol = min(3, len(shown))
+    nrow = math.ceil(len(shown) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    pal = dict(zip(curves, colours(len(curves))))
+    for ax, key in zip(axes.flat, shown):
+        for series, runs in curves.items():
+            seen = sorted({n for c in runs for n, pt in c.items() if key in pt})
+            if not seen:
+                continue
+            summ = [stats.summarise([c[n][key] for c in runs if key in c.get(n, {})]) for n in seen]
+            mean = np.array([s.mean for s in summ])
+            half = np.array([0.0 if math.isnan(s.half) else s.half for s in summ])
+            ax.plot(seen, mean, "o-", color=pal[series], ms=3, lw=1.2, label=" / ".join(series))
+            ax.fill_between(seen, mean - half, mean + half, color=pal[series], alpha=0.2, lw=0)
+        ax.set_xscale("log")
+        ax.set_title(_label(key), fontsize=9)
+        ax.set_xlabel("images seen", fontsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{spec.name}: metrics against training budget (mean ± 95% t-band over seeds)", fontsize=11)
+    fig.tight_layout()
+    save_figure(fig, fig_dir / "budget.png")
+    return "figures/budget.png", "each key metric against images seen (snapshots of one run per seed)"
 
 
 def _lr_fig(spec, records, groups, keys, runs_root, fig_dir):

@@ -78,11 +78,32 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
         doc["metrics"] = score(run, run_dir, result, progress=say if progress else None, device=device,
                                shared=placement.shared)
         doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval.model_dump()}
+        if run.train.snapshots:
+            doc["snapshots"] = score_snapshots(run, run_dir, result, device=device, progress=progress)
     else:
         doc["metrics"] = {}
     (run_dir / store.ERROR).unlink(missing_ok=True)
     store.write_json(run_dir / store.METRICS, doc)
     return doc
+
+
+def score_snapshots(run: RunSpec, run_dir: Path, train_result: dict, *, device: torch.device,
+                    progress: bool = False) -> dict[str, dict]:
+    """{step: metrics} of every ``train.snapshots`` step, the final step's under its own key in metrics.json.
+    With a constant learning rate the weights at step k are those of a k-step run (tests/test_snapshots.py), so
+    these are the points of a budget curve.  A snapshot whose file is missing (added to the file after the run
+    trained past it) is recorded with the reason, never skipped silently."""
+    out = {}
+    for step in run.train.snapshots:
+        if not store.snapshot_path(run_dir, step).exists():
+            out[str(step)] = {"unavailable": f"no snapshot at step {step}: the run trained past it before "
+                                             "train.snapshots named it (retrain to have it)"}
+            continue
+        if progress:
+            say(f"scoring the snapshot at step {step}")
+        out[str(step)] = score(run, run_dir, train_result, device=device, snapshot=step,
+                               progress=say if progress else None)
+    return out
 
 
 def execute(run: RunSpec, runs_root: Path, placement: Placement = Placement(), *, progress: bool = False,

@@ -94,6 +94,15 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
         spent["ckpt_s"] += dt
         return dt
 
+    def save_snapshot() -> float:
+        """The weights at a ``train.snapshots`` step, scored after training (a budget curve from one run)."""
+        t0 = time.perf_counter()
+        store.torch_save(store.snapshot_path(run_dir, step), {"version": CKPT_VERSION, "step": step,
+                                                             "precision": prec, "model": model.state_dict()})
+        dt = time.perf_counter() - t0
+        spent["ckpt_s"] += dt
+        return dt
+
     def breakdown() -> dict[str, float]:
         spent["steps_s"] = time.perf_counter() - t_start - sum(v for k, v in spent.items() if k != "steps_s")
         return {k: round(v, 3) for k, v in spent.items()}
@@ -103,7 +112,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     live = LiveLog(run_dir, dspec, device=device, seed=run.seed, resumed_from=resumed_from)
     val_every = cfg.val_every
     model.train()
-    steps, log_every = cfg.steps, cfg.log_every
+    steps, log_every, snapshots = cfg.steps, cfg.log_every, set(cfg.snapshots)
     losses = torch.zeros(log_every, device=device)           # deferred NaN check: no sync per step
     sums: dict[str, torch.Tensor] = {}
     timed_images, timed_s, t_mark, mark_step = 0, 0.0, time.perf_counter(), step
@@ -147,6 +156,8 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
                 dt = live.validate(step, model, objective, amp=cfg.amp, batch_size=cfg.batch_size)
                 spent["val_s"] += dt
                 t_mark += dt
+            if step in snapshots:
+                t_mark += save_snapshot()
             if step % cfg.ckpt_every == 0 and step < steps:
                 t_mark += save_ckpt()
     save_ckpt()
