@@ -19,6 +19,18 @@ def pytest_addoption(parser):
                           "the lowest to the highest round, 98.4%%; 15 narrows it to the 4th to 12th, 96.5%%)")
 
 
+# Benchmarks run on every available device: the CPU, and CUDA where present (skipped with the reason otherwise).
+BENCH_DEVICES = [pytest.param("cpu", id="cpu"),
+                 pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="no CUDA device on this machine"))]
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so a timed call measures it (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def _has_interval(n: int) -> bool:
     return not math.isnan(median_interval(range(n))[0])
 

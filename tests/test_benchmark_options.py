@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.slow   # pytest in subprocesses: the slow tier
 
 ROOT = Path(__file__).resolve().parent.parent
-ONE = ["tests/test_metric_benchmarks.py", "-k", "saturation", "-q", "-p", "no:cacheprovider"]
+ONE = ["tests/test_metric_benchmarks.py", "-k", "saturation and cpu", "-q", "-p", "no:cacheprovider"]
 
 
 def _pytest(*args: str) -> str:

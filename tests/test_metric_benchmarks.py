@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from conftest import BENCH_DEVICES, sync
 
 from bench.metrics import quality as q
 
@@ -34,15 +35,23 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("device", BENCH_DEVICES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_metric_throughput(benchmark, sets, name):
-    a, b = sets
-    benchmark.extra_info.update(images=N, side=SIDE)
-    result = benchmark.pedantic(CASES[name], args=(a, b), rounds=3, warmup_rounds=1)
+def test_metric_throughput(benchmark, sets, name, device):
+    a, b = (t.to(device) for t in sets)
+    benchmark.extra_info.update(images=N, side=SIDE, device=device)
+
+    def timed(a, b):
+        out = CASES[name](a, b)
+        sync(device)
+        return out
+
+    result = benchmark.pedantic(timed, args=(a, b), rounds=3, warmup_rounds=1)
     assert result is not None
 
 
-def test_inception_layout(benchmark):
+@pytest.mark.parametrize("device", BENCH_DEVICES)
+def test_inception_layout(benchmark, device):
     """FID's Inception in NCHW vs channels_last (the layout ``build_inception`` uses), in interleaved
     rounds on the same 32 px uint8 batch; the two layouts must give the same features (float
     rounding only).  Skipped where no Inception weights are available."""
@@ -55,13 +64,14 @@ def test_inception_layout(benchmark):
         src = weights.fid_source()
     except WeightsError as e:
         pytest.skip(str(e))
-    cl = build_inception(src, torch.device("cpu"))
+    cl = build_inception(src, torch.device(device))
     nchw = copy.deepcopy(cl).to(memory_format=torch.contiguous_format)
-    x = torch.randint(0, 256, (10, 3, SIDE, SIDE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 256, (10, 3, SIDE, SIDE), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
         a, b = nchw(x)[0], cl(x)[0]
         assert (a - b).abs().max() <= 1e-4 * a.abs().max()
-        ips = cost.interleaved({name: (lambda e=ext: cost.throughput(e, x, device="cpu", warmup=1, repeats=2))
+        ips = cost.interleaved({name: (lambda e=ext: cost.throughput(e, x, device=device, warmup=1, repeats=2))
                                 for name, ext in (("nchw", nchw), ("channels_last", cl))}, 3)
     benchmark.extra_info.update(images_per_s={k: round(v, 2) for k, v in ips.items()},
                                 speedup=round(ips["channels_last"] / ips["nchw"], 3))

@@ -48,6 +48,7 @@ without faster convolution kernels.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from conftest import BENCH_DEVICES
 
 from bench.config.schema import TrainSpec
 from bench.metrics import cost
@@ -70,19 +72,22 @@ from models import MODELS, layers
 pytestmark = pytest.mark.benchmark
 
 LOSS = [{"name": "kl", "weight": 1.0}, {"name": "mse", "weight": 1.0}]
-CPU = torch.device("cpu")
+# The device a worker measures on: every available one (DEVICES), each worker told by ENV_DEVICE.
+ENV_DEVICE = "PEGASUS_BENCH_DEVICE"
+DEVICE = torch.device(os.environ.get(ENV_DEVICE, "cpu"))
+DEVICES = BENCH_DEVICES
 
 
 def _model(image_size: int, channels_last: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
-    m = MODELS.build("paper", {"image_size": image_size}).train()
+    m = MODELS.build("paper", {"image_size": image_size}).train().to(DEVICE)
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def _plain(image_size: int, x: torch.Tensor, channels_last: bool):
     m = _model(image_size, channels_last)
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator(device=DEVICE).manual_seed(0)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
@@ -108,11 +113,11 @@ def _trainer_and_model(image_size: int, x: torch.Tensor, **cfg_overrides):
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     m = _model(image_size).to(memory_format=fmt)
     objective = Objective.from_config(LOSS)
-    opt = make_optimizer(m, cfg, CPU)
-    g = torch.Generator().manual_seed(0)
+    opt = make_optimizer(m, cfg, DEVICE)
+    g = torch.Generator(device=DEVICE).manual_seed(0)
     step_fn = torch.compile(m) if cfg.compile else m
     def step(batch):
-        return train_step(m, step_fn, objective, opt, batch, g, 0, cfg, CPU)
+        return train_step(m, step_fn, objective, opt, batch, g, 0, cfg, DEVICE)
     return step, x.contiguous(memory_format=fmt), m
 
 
@@ -149,7 +154,7 @@ def _pythae(image_size: int, x: torch.Tensor, tmp_path):
     batch = len(x)
     data = x.repeat(8, 1, 1, 1)
     tc = BaseTrainerConfig(output_dir=str(tmp_path), per_device_train_batch_size=batch, num_epochs=1,
-                           learning_rate=1e-3, no_cuda=True, train_dataloader_num_workers=0)
+                           learning_rate=1e-3, no_cuda=DEVICE.type != "cuda", train_dataloader_num_workers=0)
     trainer = BaseTrainer(model, BaseDataset(data, torch.zeros(len(data))), training_config=tc)
     trainer.prepare_training()          # optimiser, output folder, callbacks (as BaseTrainer.train does)
     return lambda _batch: trainer.train_step(epoch=1), len(data)
@@ -184,7 +189,7 @@ def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
     layers.GEMM_CONVS = spec.gemm_convs
     if spec.keeps_freed:
         keep_freed_memory()
-    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(DEVICE)
     try:
         built = spec.build(image_size, x, Path(tmp))
     except pytest.skip.Exception as exc:
@@ -192,10 +197,10 @@ def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
         return
     if variant == "pythae":      # one epoch of 8 batches per timed call
         (step, n), arg = built, None
-        measure = lambda: cost.throughput(step, arg, device=CPU, warmup=0, repeats=1, batch_size=n)
+        measure = lambda: cost.throughput(step, arg, device=DEVICE, warmup=0, repeats=1, batch_size=n)
     else:
         (step, arg) = built
-        measure = lambda: cost.throughput(step, arg, device=CPU, repeats=5)
+        measure = lambda: cost.throughput(step, arg, device=DEVICE, repeats=5)
     measure()                    # warm-up (torch.compile compiles here), outside the rounds
     print("ready", file=reply, flush=True)
     for line in sys.stdin:
@@ -209,9 +214,10 @@ def _serve(variant: str, image_size: int, batch: int, tmp: str) -> None:
 class _Worker:
     """One variant in its own process; idle (blocked on stdin) while another is timed."""
 
-    def __init__(self, variant: str, image_size: int, batch: int, tmp: Path):
+    def __init__(self, variant: str, image_size: int, batch: int, tmp: Path, device: str = "cpu"):
         self.proc = subprocess.Popen([sys.executable, __file__, variant, str(image_size), str(batch), str(tmp)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, ENV_DEVICE: device})
         first = self.proc.stdout.readline().strip()
         self.skipped = first[5:] if first.startswith("skip ") else None
         if first != "ready" and self.skipped is None:
@@ -256,8 +262,8 @@ def _provenance(benchmark, request):
 def start_worker(tmp_path):
     started = []
 
-    def start(variant: str, image_size: int, batch: int) -> _Worker:
-        w = _Worker(variant, image_size, batch, tmp_path / f"{variant}-{image_size}-{batch}")
+    def start(variant: str, image_size: int, batch: int, device: str = "cpu") -> _Worker:
+        w = _Worker(variant, image_size, batch, tmp_path / f"{variant}-{image_size}-{batch}-{device}", device)
         started.append(w)
         return w
     yield start
@@ -265,7 +271,8 @@ def start_worker(tmp_path):
         w.close()
 
 
-def _interleaved_with_peak(measures: dict, rounds: int) -> tuple[dict, float, list[float]]:
+def _interleaved_with_peak(measures: dict, rounds: int,
+                           device: torch.device = DEVICE) -> tuple[dict, float, list[float]]:
     """(every round's images/s of each measure, matmul peak FLOP/s, the per-round peaks):
     ``cost.interleaved_rounds`` with the device's matmul peak measured once per round among the
     variants.  The peak used is the highest of those and the session's; a lower one would only raise
@@ -273,22 +280,24 @@ def _interleaved_with_peak(measures: dict, rounds: int) -> tuple[dict, float, li
     peaks: list[float] = []
 
     def peak() -> float:
-        peaks.append(cost.measure_matmul_peak(CPU))
+        peaks.append(cost.measure_matmul_peak(device))
         return peaks[-1]
 
     got = cost.interleaved_rounds({**measures, "matmul peak": peak}, rounds)
     del got["matmul peak"]
-    return got, max(cost.device_matmul_peak(CPU), *peaks), peaks
+    return got, max(cost.device_matmul_peak(device), *peaks), peaks
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("image_size,batch", [(32, 128), (96, 32)])
-def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, image_size, batch):
-    workers = {v: start_worker(v, image_size, batch) for v in VARIANTS}   # one at a time: warm-ups never overlap
+def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, image_size, batch, device):
+    workers = {v: start_worker(v, image_size, batch, device) for v in VARIANTS}   # one at a time: no overlap
     for v, w in workers.items():
         if w.skipped:
             benchmark.extra_info[v] = f"skipped: {w.skipped}"
     got, peak, peaks = _interleaved_with_peak({v: w.measure for v, w in workers.items() if not w.skipped},
-                                              rounds)
+                                              rounds, torch.device(device))
+    benchmark.extra_info["device"] = device
     benchmark.pedantic(workers["trainer"].step, rounds=3, iterations=1)     # pytest-benchmark's own record
 
     flops, _ = cost.training_flops_per_image(_model(image_size), image_size)
@@ -307,15 +316,17 @@ def test_peers_trainer_vs_plain_loop_vs_pythae(benchmark, start_worker, rounds, 
     assert all(0 < v <= 1 for v in mfu.values()), mfu           # an MFU above 1 is a bug
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("image_size,batches", [(32, (64, 128, 256, 512, 1024)), (96, (16, 32, 64, 128, 256))])
-def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size, batches):
+def test_peers_trainer_batch_scaling(benchmark, start_worker, rounds, image_size, batches, device):
     """The trainer's images/s and MFU against the batch size: where this device saturates (the batches
     run past the suite's training batch, far enough to show whether a larger batch would reach the MFU
     target).  The batch is an experimental choice, so this informs it rather than changing it; the MFU
     target is checked at the batch the suite trains with at paper scale (``speed_report.TRAIN_BATCH``,
     128), as well as at the peers benchmark's."""
-    workers = {b: start_worker("trainer", image_size, b) for b in batches}
-    got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds)
+    workers = {b: start_worker("trainer", image_size, b, device) for b in batches}
+    got, peak, peaks = _interleaved_with_peak({b: w.measure for b, w in workers.items()}, rounds, torch.device(device))
+    benchmark.extra_info["device"] = device
     benchmark.pedantic(workers[batches[1]].step, rounds=3, iterations=1)
     flops, _ = cost.training_flops_per_image(_model(image_size), image_size)
     info = speed_report.batch_info(got, flops, peak, peaks, image_size)
@@ -347,7 +358,7 @@ def _anatomy(image_size: int, batch: int, n_rounds: int) -> dict:
         run()
     passes = {part: cost.module_passes(model, run, kinds) for part, kinds in PARTS.items()}
     passes[MATMULS] = cost.matmul_passes(model, run)
-    seconds = lambda fn: cost.seconds_per_call(fn, device=CPU)
+    seconds = lambda fn: cost.seconds_per_call(fn, device=DEVICE)
     measures = {"step": lambda: seconds(run)}
     for part, ps in passes.items():
         measures[part] = lambda ps=ps: seconds(lambda: [p.run() for p in ps])
@@ -365,7 +376,8 @@ def test_peers_trainer_step_anatomy(benchmark, rounds, image_size, batch):
     could reach on this device without faster convolution kernels, whatever else it fuses.  Beside
     it, the same passes' arithmetic as plain matmuls of their shapes (fastest operand layout, no
     im2col or col2im), and the step with those in their place: what the step would take if its
-    convolutions ran as fast as this device's BLAS does their products."""
+    convolutions ran as fast as this device's BLAS does their products.  CPU only: it times the CPU passes of
+    models/layers.py (on CUDA the layers are torch's own and cuDNN's kernels)."""
     def run():
         out = subprocess.run([sys.executable, __file__, "--anatomy", str(image_size), str(batch), str(rounds)],
                              capture_output=True, text=True)
