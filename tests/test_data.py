@@ -12,6 +12,7 @@ import torch
 import torchvision.datasets
 from PIL import Image
 
+from bench.data import batches as B
 from bench.data import sources as D
 from bench.errors import ConfigError, DataError
 
@@ -357,9 +358,9 @@ def test_cache_hit_equals_first_load(folder, monkeypatch, tmp_path_factory):
 
 def test_batches_deterministic_and_in_range():
     imgs = D.shapes("train", n_train=50, size=8).images
-    a = D.Batches(imgs, batch_size=16, seed=3)
-    b = D.Batches(imgs, batch_size=16, seed=3)
-    c = D.Batches(imgs, batch_size=16, seed=4)
+    a = B.Batches(imgs, batch_size=16, seed=3)
+    b = B.Batches(imgs, batch_size=16, seed=3)
+    c = B.Batches(imgs, batch_size=16, seed=4)
     xs = [a.next() for _ in range(7)]  # crosses two epoch boundaries (3 batches per epoch)
     assert all(torch.equal(x, b.next()) for x in xs)
     assert not torch.equal(xs[0], c.next())
@@ -372,14 +373,14 @@ def test_batches_deterministic_and_in_range():
 
 def test_batches_resume_identical():
     imgs = D.shapes("train", n_train=40, size=8).images
-    ref = D.Batches(imgs, batch_size=12, seed=0, hflip=True)
+    ref = B.Batches(imgs, batch_size=12, seed=0, hflip=True)
     want = [ref.next() for _ in range(10)]
-    run = D.Batches(imgs, batch_size=12, seed=0, hflip=True)
+    run = B.Batches(imgs, batch_size=12, seed=0, hflip=True)
     for _ in range(4):
         run.next()
     state = run.state_dict()
     state = pickle.loads(pickle.dumps(state))  # as through a checkpoint file
-    resumed = D.Batches(imgs, batch_size=12, seed=123, hflip=True)  # seed is overridden by state
+    resumed = B.Batches(imgs, batch_size=12, seed=123, hflip=True)  # seed is overridden by state
     resumed.load_state_dict(state)
     for i in range(4, 10):
         assert torch.equal(resumed.next(), want[i]), f"batch {i} differs after resume"
@@ -387,8 +388,8 @@ def test_batches_resume_identical():
 
 def test_batches_hflip_flips_some():
     imgs = D.shapes("train", n_train=64, size=8).images
-    plain = D.Batches(imgs, batch_size=64, seed=0, hflip=False).next()
-    flipped = D.Batches(imgs, batch_size=64, seed=0, hflip=True).next()  # same permutation
+    plain = B.Batches(imgs, batch_size=64, seed=0, hflip=False).next()
+    flipped = B.Batches(imgs, batch_size=64, seed=0, hflip=True).next()  # same permutation
     same = (flipped == plain).flatten(1).all(1)
     mirrored = (flipped == plain.flip(-1)).flatten(1).all(1)
     assert (same | mirrored).all()
@@ -398,14 +399,14 @@ def test_batches_hflip_flips_some():
 def test_batches_errors():
     imgs = D.shapes("train", n_train=10, size=8).images
     with pytest.raises(DataError, match="batch_size"):
-        D.Batches(imgs, batch_size=11, seed=0)
+        B.Batches(imgs, batch_size=11, seed=0)
     with pytest.raises(DataError, match="uint8"):
-        D.Batches(imgs.float(), batch_size=2, seed=0)
+        B.Batches(imgs.float(), batch_size=2, seed=0)
 
 
 def test_to_float():
     x = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1)
-    y = D.to_float(x, "cpu")
+    y = B.to_float(x, "cpu")
     assert y.dtype == torch.float32
     assert torch.equal(y.flatten(), torch.tensor([0.0, 128 / 255, 1.0], dtype=torch.float32))
 

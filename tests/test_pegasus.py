@@ -9,6 +9,7 @@ import torch
 
 from bench import store
 from bench.__main__ import main
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.errors import BenchError, WeightsError
 from bench.pegasus import evaluate as P
@@ -173,7 +174,7 @@ def test_probe_learns_shapes_and_is_cached(monkeypatch):
     assert probe.classes == data_mod.SHAPE_KINDS                           # all classes, not the run's subset
     assert probe.info["n_train"] == 2000 and probe.info["n_test"] == 500
     assert probe.accuracy > 0.5                                            # chance: 0.2
-    x = data_mod.to_float(data_mod.load(probe_mod.all_classes(spec), "test").images[:8])
+    x = batches_mod.to_float(data_mod.load(probe_mod.all_classes(spec), "test").images[:8])
     p = probe.probs(x)
     assert p.shape == (8, 5) and torch.allclose(p.sum(1), torch.ones(8))
     assert probe_mod.cache_path(probe.fingerprint).is_file()

@@ -10,7 +10,7 @@ import torch
 
 from bench import store
 from bench.config import schema as config
-from bench.data import sources as data_mod
+from bench.data import batches as batches_mod
 from bench.report import results as report
 from bench.run import local as runners
 from bench.train import runtime
@@ -81,7 +81,7 @@ def test_resume_after_interruption_equals_uninterrupted(spec, tmp_path, monkeypa
     ref = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)
 
     calls = {"n": 0}
-    real_next = data_mod.Batches.next
+    real_next = batches_mod.Batches.next
 
     def dying_next(self):
         calls["n"] += 1
@@ -89,10 +89,10 @@ def test_resume_after_interruption_equals_uninterrupted(spec, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_next(self)
 
-    monkeypatch.setattr(data_mod.Batches, "next", dying_next)
+    monkeypatch.setattr(batches_mod.Batches, "next", dying_next)
     with pytest.raises(KeyboardInterrupt):
         train(run, tmp_path / "b", progress=False)
-    monkeypatch.setattr(data_mod.Batches, "next", real_next)
+    monkeypatch.setattr(batches_mod.Batches, "next", real_next)
     assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["step"] == 4
     resumed = train(run, tmp_path / "b", progress=False)
     got = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)

@@ -35,6 +35,7 @@ import torch
 
 from bench import store
 from bench.config.schema import RunSpec
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.data import subsets
 from bench.data.evalsets import EvalSets, eval_sets
@@ -62,7 +63,7 @@ __all__ = ["metric", "save_grid", "score", "unavailable"]
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device):
     for i in range(0, len(images), batch_size):
-        yield i, data_mod.to_float(images[i:i + batch_size], device)    # (B, 3, H, W) in [0, 1]
+        yield i, batches_mod.to_float(images[i:i + batch_size], device)    # (B, 3, H, W) in [0, 1]
 
 
 # --------------------------------------------------------------------------- the scoring pass
@@ -314,7 +315,7 @@ def _train_step_cost(run: RunSpec, model, sets: EvalSets, device) -> tuple[float
     opt = make_optimizer(m, run.train, device)
     bs = run.train.batch_size
     reps = -(-bs // len(sets.test))
-    x = data_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
+    x = batches_mod.to_float(sets.test.repeat(reps, 1, 1, 1)[:bs], device)     # (B, 3, H, W) fixed batch
     x = x.contiguous(memory_format=memory_format(run))
     g = torch.Generator(device=device).manual_seed(run.seed)
 
@@ -395,6 +396,6 @@ def _write_sheets(run_dir: Path, sets: EvalSets, recon_u8, samples_u8, k: int) -
     """Originals above reconstructions (a class-stratified handful), and the first prior samples."""
     nrow = max(4, int(math.sqrt(k)))
     pos = sets.sheet_pos.indices
-    save_grid(run_dir / "recon.png", interleave_rows(data_mod.to_float(sets.test[pos]),
-                                                      data_mod.to_float(recon_u8[pos]), nrow), nrow)
-    save_grid(run_dir / "samples.png", data_mod.to_float(samples_u8[:k]), nrow)
+    save_grid(run_dir / "recon.png", interleave_rows(batches_mod.to_float(sets.test[pos]),
+                                                      batches_mod.to_float(recon_u8[pos]), nrow), nrow)
+    save_grid(run_dir / "samples.png", batches_mod.to_float(samples_u8[:k]), nrow)

@@ -56,6 +56,7 @@ import yaml
 
 from bench import stats, store
 from bench.config.schema import RunSpec
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.data import subsets
 from bench.data.subsets import kid_subset_size
@@ -353,8 +354,8 @@ def _walk_all(model, held: data_mod.ImageSet, chosen: Pairs, i_from: int, i_to: 
               probe: probe_mod.Probe, distance: Distance | None, device: torch.device, progress: bool):
     """Decode every path, run the probe on every frame, measure every per-pair quantity."""
     n = len(chosen)
-    xa = data_mod.to_float(held.images[chosen.from_idx], device)       # (P, 3, H, W) in [0, 1]
-    xb = data_mod.to_float(held.images[chosen.to_idx], device)
+    xa = batches_mod.to_float(held.images[chosen.from_idx], device)       # (P, 3, H, W) in [0, 1]
+    xb = batches_mod.to_float(held.images[chosen.to_idx], device)
     za, zb = model.encode(xa)[0], model.encode(xb)[0]                  # posterior means
     ts = torch.linspace(0, 1, steps, device=device)
     g = torch.Generator().manual_seed(seed + PPL_SEED_OFFSET)

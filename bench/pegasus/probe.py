@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import store
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.errors import BenchError
 from bench.paths import cache_root
@@ -196,7 +197,7 @@ def accuracy(net: ProbeNet, images: torch.Tensor, labels: torch.Tensor, device: 
     net.eval()
     correct = 0
     for i in range(0, len(images), EVAL_BATCH):
-        logits = net(data_mod.to_float(images[i:i + EVAL_BATCH], device))
+        logits = net(batches_mod.to_float(images[i:i + EVAL_BATCH], device))
         correct += int((logits.argmax(1).cpu() == labels[i:i + EVAL_BATCH]).sum())
     return correct / max(len(images), 1)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.data import subsets
 from bench.store import TENSORBOARD
@@ -66,7 +67,7 @@ class LiveLog:
         sums: dict[str, float] = {}
         total, n = 0.0, 0
         for i in range(0, len(self.val), batch_size):
-            x = data_mod.to_float(self.val[i:i + batch_size], self.device)    # (B, 3, H, W) in [0, 1]
+            x = batches_mod.to_float(self.val[i:i + batch_size], self.device)    # (B, 3, H, W) in [0, 1]
             with autocast(self.device, amp):
                 out = model(x, generator=noise)
                 loss, terms = objective(x, out, model, step)

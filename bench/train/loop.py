@@ -24,6 +24,7 @@ import torch
 
 from bench import precision, store
 from bench.config.schema import RunSpec, TrainSpec
+from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.errors import BenchError
 from bench.train.live import LiveLog
@@ -56,7 +57,7 @@ def train(run: RunSpec, run_dir: Path, *, progress: bool = True, device: torch.d
     # -- data: the whole training split lives on the device as uint8
     dspec = run.data
     train_set = data_mod.load(dspec, "train")
-    batches = data_mod.Batches(train_set.images, cfg.batch_size, seed=run.seed, device=device,
+    batches = batches_mod.Batches(train_set.images, cfg.batch_size, seed=run.seed, device=device,
                                hflip=dspec.hflip)
 
     spent = {"data_s": time.perf_counter() - t_start, "setup_s": 0.0, "steps_s": 0.0, "ckpt_s": 0.0, "val_s": 0.0}
