@@ -48,8 +48,9 @@ def _add_run(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--require", default="", metavar="fid,lpips",
                    help="fail before training unless these weight-dependent metrics can be computed")
-    p.add_argument("--runner", choices=["local", "ray"], default="local",
-                   help="local: worker processes on this machine (default); ray: one Ray task per run")
+    p.add_argument("--runner", choices=["local", "ray", "slurm"], default="local",
+                   help="local: worker processes on this machine (default); ray: one Ray task per run; "
+                        "slurm: one SLURM job (job-array task) per run, through submitit")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="runs at once (default 1). local: N worker processes (CUDA: round-robin over the GPUs; "
                         "CPU: the threads are split); ray: on a CPU cluster each run asks for CPUs/N")
@@ -57,6 +58,33 @@ def _add_run(sub) -> None:
                    help="local runner: the devices the jobs use, round-robin (default: every visible GPU)")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="ray runner: the cluster to join (default: start a local Ray on this machine)")
+    _add_slurm(p)
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return n
+
+
+def _add_slurm(p: argparse.ArgumentParser) -> None:
+    """Options of --runner slurm: the resources of each job (one run) and where the jobs go."""
+    p.add_argument("--slurm-partition", default=None, metavar="NAME", help="slurm runner: the partition "
+                   "(default: the cluster's default)")
+    p.add_argument("--slurm-time", type=_positive_int, default=60, metavar="MIN",
+                   help="slurm runner: time limit of each job in minutes (default 60); a job that reaches it "
+                        "is requeued (up to 3 times) and resumes from its checkpoint")
+    p.add_argument("--slurm-gpus-per-run", type=_nonnegative_int, default=0, metavar="N",
+                   help="slurm runner: GPUs of each job (default 0: the runs train on the CPU)")
+    p.add_argument("--slurm-cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="slurm runner: CPUs of each job; the run trains with that many threads (default 1)")
+    p.add_argument("--slurm-cluster", choices=["slurm", "local"], default="slurm",
+                   help="slurm runner: submit to SLURM (default), or run the same jobs as local processes "
+                        "with submitit's local executor (to try a sweep without a cluster)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +217,9 @@ def cmd_run(args) -> int:
         return cmd_plan(args)
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
-    check_devices(runs, args.devices)      # cuda:9 on a 2-GPU box: one line, before anything is built
+    slurm = _slurm_settings(args, runs)
+    if slurm is None:
+        check_devices(runs, args.devices)  # cuda:9 on a 2-GPU box: one line, before anything is built
     _require(args)
     _build_all(spec, runs)
     # fail before any training if a dataset is missing (decoded once, then cached)
@@ -201,11 +231,25 @@ def cmd_run(args) -> int:
             for role in ("train", "test"):
                 data.load(run.data, role)
     summary = runners.run_sweep(runs, args.runs_dir, runner=args.runner, jobs=args.jobs, devices=args.devices,
-                                address=args.address, progress=not args.no_progress)
+                                address=args.address, progress=not args.no_progress, slurm=slurm)
     path = _write_tables(spec, runs, args)
     runners.say(f"{len(summary.trained)} trained, {len(summary.skipped)} skipped, "
                 f"{len(summary.diverged)} diverged, {len(summary.failed)} failed -> {path}")
     return 1 if summary.failed else 0
+
+
+def _slurm_settings(args, runs):
+    """--runner slurm: its settings, checked before anything is built (submitit missing, no SLURM here,
+    CUDA runs without GPUs: one line); None for the other runners."""
+    if args.runner != "slurm":
+        return None
+    from bench.run import slurm
+
+    settings = slurm.SlurmSettings(partition=args.slurm_partition, time_min=args.slurm_time,
+                                   gpus_per_run=args.slurm_gpus_per_run, cpus_per_run=args.slurm_cpus_per_run,
+                                   cluster=args.slurm_cluster)
+    slurm.check(settings, runs)
+    return settings
 
 
 def _write_tables(spec, runs, args) -> Path:

@@ -3,6 +3,7 @@
     run_sweep(runs, runs_root, runner="local", jobs=1)  # one after another, in this process
     run_sweep(runs, runs_root, runner="local", jobs=N)  # N worker processes at once
     run_sweep(runs, runs_root, runner="ray")            # one Ray task per run (bench/run/ray_cluster.py)
+    run_sweep(runs, runs_root, runner="slurm", slurm=SlurmSettings(...))  # a job per run (bench/run/slurm.py)
 
 Every executor calls the same seam, ``bench.run.execute.execute``, for each run.  A run that another
 process holds is waited for at the end of the sweep, then skipped if that process finished it or
@@ -25,6 +26,7 @@ from bench.errors import BenchError
 from bench.metrics.scoring import score
 from bench.run.execute import Outcome, Placement, execute, say
 from bench.run.ray_cluster import run_ray
+from bench.run.slurm import SlurmSettings, run_slurm
 from bench.train.runtime import check_devices, resolve_device
 
 
@@ -43,11 +45,13 @@ class Summary:
 # --------------------------------------------------------------------------- executors
 
 def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jobs: int = 1,
-              devices: list[str] | None = None, address: str | None = None, progress: bool = True) -> Summary:
+              devices: list[str] | None = None, address: str | None = None, progress: bool = True,
+              slurm: SlurmSettings | None = None) -> Summary:
     """Train + score every unfinished run of ``runs``; returns what happened to each."""
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1 (got {jobs})")
-    check_devices(runs, devices)
+    if runner != "slurm":                # SLURM jobs get their devices on the nodes (bench/run/slurm.py)
+        check_devices(runs, devices)
     if runner == "local" and jobs == 1 and not devices:
         jobs = default_jobs(runs)
     summary = Summary()
@@ -59,12 +63,14 @@ def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jo
         return summary
     if runner == "ray":
         outcomes = run_ray(todo, runs_root, jobs=jobs, address=address)
+    elif runner == "slurm":
+        outcomes = run_slurm(todo, runs_root, slurm or SlurmSettings())
     elif runner == "local" and jobs == 1 and not devices:
         outcomes = _sequential(todo, runs_root, progress=progress)
     elif runner == "local":
         outcomes = _parallel(todo, runs_root, _slots(todo, jobs, devices))
     else:
-        raise BenchError(f"unknown runner {runner!r} (choose local or ray)")
+        raise BenchError(f"unknown runner {runner!r} (choose local, ray or slurm)")
     waited = []
     for o in outcomes:
         if o.state == "busy":            # another process holds it: wait for it, take over if it died

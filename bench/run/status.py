@@ -1,16 +1,19 @@
 """``python -m bench status FILE``: where every run of an ablation stands, while a sweep runs or after.
 
 Reads only what runs write anyway (metrics.json, error.json, ckpt.pt, log.jsonl and the lock file)
-and never creates or locks anything a runner could trip over.  States:
+and never creates or locks anything a runner could trip over; for runs submitted with ``--runner
+slurm`` it also asks the scheduler about their jobs (runs/<ablation>/.slurm/jobs.json).  States:
 
     done · diverged        finished (metrics.json)
-    running                a live process holds the run's lock (pid and host shown)
+    queued                 a submitted SLURM job (--runner slurm) waits in the queue (job id shown)
+    running                a live process holds the run's lock (pid and host shown), or its job runs
     failed                 error.json from the last attempt; the next `bench run` retries it
     interrupted            a checkpoint but nobody running it; the next `bench run` resumes it
     pending                nothing yet
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from bench import store
 from bench.config.schema import RunSpec
+from bench.run import slurm
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,21 @@ def run_state(run: RunSpec, runs_root: Path) -> RunState:
     return RunState(rel, "pending", 0, total)
 
 
+def with_job(s: RunState, job_id: str, job_state: str) -> RunState:
+    """A run's state with what the scheduler says about its job: a queued job makes an unfinished run
+    ``queued``, a running one makes it ``running`` (before the job takes the run's lock, too); a job
+    that ended leaves the run's own state (failed, interrupted, pending) and is named in the detail."""
+    if s.state in ("done", "diverged"):
+        return s
+    phase = slurm.phase(job_state)
+    if phase == "queued":
+        return dataclasses.replace(s, state="queued", eta_s=None, detail=f"job {job_id} {job_state}")
+    if phase == "running":
+        detail = f"job {job_id}, " + (s.detail if s.state == "running" else "starting")
+        return dataclasses.replace(s, state="running", detail=detail)
+    return dataclasses.replace(s, detail="; ".join(d for d in (s.detail, f"job {job_id} {job_state}") if d))
+
+
 def _fmt_s(s: float | None) -> str:
     if s is None or not math.isfinite(s):
         return "-"
@@ -85,6 +104,8 @@ def _fmt_s(s: float | None) -> str:
 def report(name: str, runs: list[RunSpec], runs_root: Path) -> str:
     """A line per run and a summary line with an ETA for the rest of the sweep."""
     states = [run_state(r, runs_root) for r in runs]
+    jobs = slurm.job_states(slurm.recorded_jobs(runs_root, {r.ablation for r in runs}))
+    states = [with_job(s, *jobs[s.rel_dir]) if s.rel_dir in jobs else s for s in states]
     width = max(len(s.rel_dir) for s in states)
     lines = [f"{'run':<{width}}  {'state':<11} {'step':>13}  {'img/s':>7}  {'eta':>7}  detail"]
     for s in states:
@@ -92,7 +113,7 @@ def report(name: str, runs: list[RunSpec], runs_root: Path) -> str:
         lines.append(f"{s.rel_dir:<{width}}  {s.state:<11} {f'{s.step}/{s.total}':>13}  {ips:>7}  "
                      f"{_fmt_s(s.eta_s):>7}  {s.detail}".rstrip())
     counts = {k: sum(s.state == k for s in states) for k in
-              ("done", "diverged", "running", "failed", "interrupted", "pending")}
+              ("done", "diverged", "queued", "running", "failed", "interrupted", "pending")}
     lines.append(f"{name}: {len(states)} runs — " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
                  + f"; {_eta(states)}")
     return "\n".join(lines)
@@ -101,7 +122,7 @@ def report(name: str, runs: list[RunSpec], runs_root: Path) -> str:
 def _eta(states: list[RunState]) -> str:
     """Rest of the sweep, one run at a time, at the mean wall time (training + scoring) of its finished runs."""
     walls = [s.wall_s for s in states if s.wall_s]
-    left = [s for s in states if s.state in ("pending", "interrupted", "failed", "running")]
+    left = [s for s in states if s.state in ("pending", "interrupted", "failed", "queued", "running")]
     if not left:
         return "nothing left to run"
     if not walls:
