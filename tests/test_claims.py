@@ -121,12 +121,27 @@ def test_non_inferiority_both_directions(expect, diffs, score):
     assert o.score == score, o.effect
 
 
-def test_c11_rule_is_registered_before_its_runs_and_counts_realism_and_class_mass():
+def test_c11_rule_v2_counts_realism_and_class_mass_of_the_registered_arm_only():
     c11 = claims.CLAIMS["C11"]
     counted = {(c.metric, c.ref_metric, c.expect) for c in c11.checks if c.counted}
-    assert ("pegasus_kid_mid_lerp", "pegasus_kid_mid_crossfade", "lower") in counted
-    assert ("pegasus_joint_mass_lerp", "pegasus_joint_mass_crossfade", "not_lower") in counted
-    assert all(c.ref_metric and c.arm == "baseline" for c in c11.checks)
+    assert counted == {("pegasus_v2_kid_mid_lerp", "pegasus_v2_kid_mid_crossfade", "lower"),
+                       ("pegasus_v2_sharpness_lerp", "pegasus_v2_sharpness_crossfade", "higher"),
+                       ("pegasus_v2_hybrid_lerp", "pegasus_v2_hybrid_crossfade", "not_lower"),
+                       ("pegasus_v2_joint_mass_lerp", "pegasus_v2_joint_mass_crossfade", "not_lower")}
+    assert all(c.ref_metric and c.arm == claims.PAPER_ARM for c in c11.checks)
+    # no version-1 number (pegasus_hybrid_lerp ...) can be read by the version-2 rule
+    assert not any(k.startswith("pegasus_") and not k.startswith("pegasus_v2_")
+                   for c in c11.checks for k in (c.metric, c.ref_metric))
+    assert {c.margin for c in c11.checks if c.expect == "not_lower"} == {claims.C11_MARGIN}
+
+
+def test_a_registered_absolute_margin_replaces_the_relative_one():
+    ref = {0: 0.10, 1: 0.11, 2: 0.09}
+    arm = {s: v - 0.02 for s, v in ref.items()}            # 0.02 lower: outside 2% of 0.1, inside 0.05
+    for margin, want in ((None, 0), (0.05, 1)):
+        chk = claims._paired("a", "b", "baseline", "not_lower", margin=margin)
+        (o,) = claims.evaluate(claims.Claim("X", "x", ("f",), (chk,)), _summary({"a": arm, "b": ref}))
+        assert o.score in ((-1, 0) if want == 0 else (1,)), (margin, o.effect)
 
 
 def test_matched_rate_checks_give_one_paired_comparison_per_rate():

@@ -52,13 +52,15 @@ class M(StrEnum):
     KL = "kl"
     DEGENERATE = "degenerate"
     ACTIVE_UNITS = "active_units"
-    PEGASUS_HYBRID_LERP = "pegasus_hybrid_lerp"
-    PEGASUS_HYBRID_LERP_MINUS_CROSSFADE = "pegasus_hybrid_lerp_minus_crossfade"
-    PEGASUS_JOINT_MASS_LERP = "pegasus_joint_mass_lerp"
-    PEGASUS_PPL_LERP = "pegasus_ppl_lerp"
-    PEGASUS_MAX_STEP_LERP = "pegasus_max_step_lerp"
-    PEGASUS_SHARPNESS_LERP = "pegasus_sharpness_lerp"
-    PEGASUS_KID_MID_LERP = "pegasus_kid_mid_lerp"
+    PEGASUS_HYBRID_LERP = "pegasus_v2_hybrid_lerp"
+    PEGASUS_HYBRID_LERP_MINUS_CROSSFADE = "pegasus_v2_hybrid_lerp_minus_crossfade"
+    PEGASUS_JOINT_MASS_LERP = "pegasus_v2_joint_mass_lerp"
+    PEGASUS_PPL_LERP = "pegasus_v2_ppl_lerp"
+    PEGASUS_MAX_STEP_LERP = "pegasus_v2_max_step_lerp"
+    PEGASUS_SHARPNESS_LERP = "pegasus_v2_sharpness_lerp"
+    PEGASUS_KID_MID_LERP = "pegasus_v2_kid_mid_lerp"
+    PEGASUS_SHARPNESS_ABS_LERP = "pegasus_v2_sharpness_abs_lerp"
+    PEGASUS_ENDS_CORRECT_LERP = "pegasus_v2_ends_correct_lerp"
     PARAMS = "params"
     FLOPS_PER_IMAGE = "flops_per_image"
     BOTTLENECK = "bottleneck"
@@ -121,7 +123,7 @@ CATALOGUE: dict[str, MetricInfo] = {
     M.ACTIVE_UNITS: MetricInfo("active units", ".0f", True, "latent", "dims with Cov_x(E[z|x]) > 0.01"),
     # latent interpolation between two classes (C11; eval.pegasus, bench/pegasus/evaluate.py)
     M.PEGASUS_HYBRID_LERP: MetricInfo("hybrid (lerp)", ".3f", True, "pegasus",
-                                      "2·min(P(from), P(to)) of the class probe at the latent midpoint"),
+                                      "max(0, 2·min(P(from), P(to)) − off-class mass) at the latent midpoint"),
     M.PEGASUS_HYBRID_LERP_MINUS_CROSSFADE: MetricInfo("hybrid − cross-fade", ".3f", True, "pegasus",
                                                       "hybrid score of the latent midpoint minus the "
                                                       "pixel cross-fade's"),
@@ -132,9 +134,13 @@ CATALOGUE: dict[str, MetricInfo] = {
     M.PEGASUS_MAX_STEP_LERP: MetricInfo("max/mean step", ".2f", False, "pegasus",
                                         "largest step between frames / mean step (1 = even)"),
     M.PEGASUS_SHARPNESS_LERP: MetricInfo("midpoint sharpness", ".3f", None, "pegasus",
-                                         "Laplacian variance of the midpoint / its endpoints"),
+                                         "Laplacian variance of the midpoint / the real endpoints'"),
     M.PEGASUS_KID_MID_LERP: MetricInfo("midpoint KID", ".4f", False, "pegasus",
-                                       "KID of latent midpoints vs held-out images of the two classes"),
+                                       "KID of latent midpoints vs real images of both classes (no endpoint)"),
+    M.PEGASUS_SHARPNESS_ABS_LERP: MetricInfo("midpoint sharpness (abs)", ".2e", None, "pegasus",
+                                             "Laplacian variance of the latent midpoint"),
+    M.PEGASUS_ENDS_CORRECT_LERP: MetricInfo("ends read as own class", ".3f", True, "pegasus",
+                                            "share of reconstructed endpoints the probe assigns to their class"),
     # cost (C5, C6, C7)
     M.PARAMS: MetricInfo("params", ",.0f", None, "cost", "trainable parameters"),
     M.FLOPS_PER_IMAGE: MetricInfo("FLOPs/img", ".3g", None, "cost", "forward FLOPs per image (encode + decode)"),

@@ -67,21 +67,16 @@ def write_outputs(out: Path, ev: Evaluation, run: RunSpec, run_dir: Path) -> Non
     save_grid(out / "crossfade.png", rows(ev.real_from, ev.walks[BASELINE].frames, ev.real_to), ncol)
     save_grid(out / "prior_paths.png", ev.prior.flatten(0, 1), len(ev.ts))
     save_gallery(out / "gallery.png", ev)
-    curves = {kind: {"t": ev.protocol["t"],
-                     "p_from": [[rounded_or_none(v) for v in row] for row in w.p_from],
-                     "p_to": [[rounded_or_none(v) for v in row] for row in w.p_to],
-                     "off_class": [[rounded_or_none(v) for v in row] for row in 1 - w.p_from - w.p_to],
-                     "p_from_mean": [rounded_or_none(v) for v in w.p_from.mean(0)],
-                     "p_to_mean": [rounded_or_none(v) for v in w.p_to.mean(0)]}
-              for kind, w in ev.walks.items()}
+    probs = {kind: {"p_mid": [[rounded_or_none(v) for v in row] for row in w.p_mid]}
+             for kind, w in ev.walks.items() if w.p_mid is not None}
     doc = {"protocol": {**ev.protocol, "run_dir": str(run_dir), "run": run.resolved(),
                         "git_commit": store.git_commit(), "torch": torch.__version__,
                         "files": {"sheet_lerp.png": "rows = pairs: real from | lerp t = 0..1 | real to",
                                   "sheet_slerp.png": "rows = pairs: real from | slerp t = 0..1 | real to",
                                   "crossfade.png": "rows = pairs: real from | pixel cross-fade t = 0..1 | real to",
-                                  "gallery.png": "most hybrid interior frame per (pair, latent path), ranked",
+                                  "gallery.png": "latent midpoints (t = 0.5) of every (pair, path), by hybrid score",
                                   "prior_paths.png": "rows = prior pairs z ~ N(0, I): slerp t = 0..1"}},
-           "metrics": ev.records, "curves": curves, "gallery": ev.gallery}
+           "metrics": ev.records, "class_probabilities_t0.5": probs, "gallery": ev.gallery}
     store.write_json(out / "metrics.json", doc)
 
 
@@ -99,7 +94,7 @@ def save_gallery(path: Path, ev: Evaluation) -> None:
     sheet = Image.new("RGB", (cols * (tile + pad) + pad, rows * (tile + cap + pad) + pad), "white")
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
     for i, g in enumerate(ev.gallery):
-        img = ev.walks[g["kind"]].frames[g["pair"], g["step"]]
+        img = ev.walks[g["kind"]].mid[g["pair"]]
         arr = quality.to_uint8(img).permute(1, 2, 0).numpy()
         x, y = pad + (i % cols) * (tile + pad), pad + (i // cols) * (tile + cap + pad)
         sheet.paste(Image.fromarray(arr).resize((tile, tile), Image.NEAREST), (x, y))
@@ -124,10 +119,13 @@ def summary(ev: Evaluation) -> str:
     dist = p["distance"].get("distance") or f"none ({p['distance'].get('unavailable')})"
     if p["distance"].get("lpips_unavailable"):
         dist += " - LPIPS weights absent"
+    pr = p["probe"]
+    probe = (f"class probe: {pr['kind']}, held-out accuracy {pr['accuracy']:.3f} over {len(pr['classes'])} classes "
+             f"(fingerprint {pr['fingerprint'][:12]})" if "accuracy" in pr else f"class probe: {pr['unavailable']}")
     lines = [f"pegasus {p['from']} -> {p['to']}: {p['pairs']} pairs x {p['steps']} steps, pair seed "
              f"{p['pair_seed']} (indices {p['pair_index_sha256']}), held-out {p['split']}",
-             f"class probe: held-out accuracy {p['probe']['accuracy']:.3f} over {len(p['probe']['classes'])} "
-             f"classes (fingerprint {p['probe']['fingerprint'][:12]}); distance: {dist}; eps {p['eps']:g}"]
+             f"{probe}; distance: {dist}; eps {p['eps']:g}",
+             f"KID reference: {p['reference']['n_real']} images, {p['reference']['reference_split']}"]
     head = ["", *KINDS, *(f"{k}-{BASELINE}" for k in LATENT_KINDS)]
     body = []
     for q, (title, _) in QUANTITIES.items():
@@ -143,7 +141,7 @@ def summary(ev: Evaluation) -> str:
     lines.append(f"prior slerp paths: PPL {_cell(r.get(PPL_PRIOR))}, max step {_cell(r.get(MAX_STEP_PRIOR))}")
     if ev.gallery:
         g = ev.gallery[0]
-        lines.append(f"most hybrid frame: pair {g['pair']} ({g['kind']}, t = {g['t']:.2f}): P({p['from']}) "
+        lines.append(f"most hybrid midpoint: pair {g['pair']} ({g['kind']}): hybrid {g['hybrid']:.2f}, P({p['from']}) "
                      f"{g['p_from']:.2f}, P({p['to']}) {g['p_to']:.2f}")
     lines.append(f"({p['wall_s']:.0f} s; mean ± 95% t half-width over pairs)")
     return "\n".join(lines)

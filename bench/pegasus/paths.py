@@ -3,7 +3,6 @@ evenness) and what the class probe and the sharpness measure say along them.  Pu
 The protocol that uses them is in ``bench.pegasus.evaluate``."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -112,27 +111,15 @@ def max_step_ratio(steps: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- class probe along paths
 
-def hybrid_score(p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
-    return 2 * torch.minimum(p_from, p_to)
-
-
-def switch_time(ts: torch.Tensor, p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
-    """(B,) first t where P(to) >= P(from) after starting with P(from) > P(to); NaN otherwise."""
-    d = (p_from - p_to).double()                        # (B, K)
-    t = ts.double().cpu()
-    out = torch.full((len(d),), math.nan, dtype=torch.float64)
-    for b in range(len(d)):
-        if d[b, 0] <= 0:
-            continue
-        for k in range(len(t) - 1):
-            if d[b, k + 1] <= 0:
-                out[b] = t[k] + (t[k + 1] - t[k]) * d[b, k] / (d[b, k] - d[b, k + 1])
-                break
-    return out
+def leak_proof_hybrid(p_from: torch.Tensor, p_to: torch.Tensor) -> torch.Tensor:
+    """max(0, 2 min(P(from), P(to)) - off-class mass): 1 for an even split of all the mass between the two
+    classes; 0 when either class is absent or at least as much mass leaks to other classes as is split."""
+    return (2 * torch.minimum(p_from, p_to) - (1 - p_from - p_to)).clamp_min(0)
 
 
 def laplacian_ratio(mid: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """(B,) Laplacian variance of the midpoint / the mean of the two endpoints'."""
+    """(B,) Laplacian variance of the midpoint / the mean of the two endpoints' (pass the real endpoints so
+    that every path is measured on one scale)."""
     ends = (quality.laplacian_variance(start) + quality.laplacian_variance(end)) / 2
     return (quality.laplacian_variance(mid) / ends.clamp_min(quality.EPS)).double()
 

@@ -1,14 +1,15 @@
-"""results/pegasus/: which model imagines the best pegasus (claim C11), from finished STL-10 runs.
+"""results/pegasus/: the pegasus (claim C11) of the registered model, then every arm ranked, from finished runs.
 
-    python -m bench pegasus ablations/subset_stl10_cpu.yaml ablations/latent_stl10_cpu.yaml \\
-        --from horse --to bird --set data.stl10.root=/path/to/stl10-png
+    python -m bench pegasus ablations/pegasus_cifar10_cpu.yaml ablations/loss_stl10_cpu.yaml \\
+        --from horse --to bird --set data.cifar10.root=... --set data.stl10.root=...
 
-Reads the ``pegasus_*`` metrics every run of those files recorded in scoring (``eval.pegasus``),
-ranks the arms by the hybrid score of their linear latent midpoints, re-walks the single best run
-(``bench.pegasus.evaluate.evaluate``: the same held-out pairs, probe and protocol as scoring) and writes:
+Reads the pegasus metrics every run of those files recorded in scoring (``eval.pegasus``), re-walks the
+*registered* model's run -- the arm C11's rule is about (``claims.PAPER_ARM``: the paper's final loss, all
+classes), seed 0 of the first file that has it, whatever its score -- with the same held-out pairs, probe
+and protocol as scoring (``bench.pegasus.evaluate.evaluate``), and writes:
 
-    results/pegasus/README.md      best sheet, its pixel cross-fade, the ranked gallery, the arm table
-    results/pegasus/sheet_lerp.png, crossfade.png, gallery.png, metrics.json (the best run's walk)
+    results/pegasus/README.md      its sheet, its pixel cross-fade, its ranked midpoints, every arm's table
+    results/pegasus/sheet_lerp.png, crossfade.png, gallery.png, metrics.json (the registered run's walk)
 
 The verdict on C11 is not made here: results/CLAIMS.md applies the rule registered in bench/report/claims.py.
 """
@@ -25,6 +26,7 @@ from bench.errors import BenchError
 from bench.pegasus import evaluate as peg
 from bench.pegasus import outputs
 from bench.report import tables
+from bench.report.claims import PAPER_ARM
 from bench.report.sheets import save_grid
 from bench.train.runtime import resolve_device
 
@@ -33,10 +35,11 @@ ROWS_SHOWN = 8          # pairs drawn in the README sheets (the metrics use ever
 RANK_KEY = peg.key("hybrid", "lerp")
 # (column title, latent-path key, cross-fade key or None)
 COLUMNS: tuple[tuple[str, str, str | None], ...] = (
-    ("hybrid 2·min(P) t=.5", peg.key("hybrid", "lerp"), peg.key("hybrid", peg.BASELINE)),
+    ("hybrid t=.5", peg.key("hybrid", "lerp"), peg.key("hybrid", peg.BASELINE)),
     ("P(from)+P(to) t=.5", peg.key("joint_mass", "lerp"), peg.key("joint_mass", peg.BASELINE)),
     ("midpoint KID", peg.kid_key("lerp"), peg.kid_key(peg.BASELINE)),
-    ("sharpness mid/end", peg.key("sharpness", "lerp"), peg.key("sharpness", peg.BASELINE)),
+    ("sharpness mid/real ends", peg.key("sharpness", "lerp"), peg.key("sharpness", peg.BASELINE)),
+    ("ends read as own class", peg.key("ends_correct", "lerp"), peg.key("ends_correct", peg.BASELINE)),
     ("PPL", peg.key("ppl", "lerp"), None),
     ("max/mean step", peg.key("max_step", "lerp"), None),
 )
@@ -66,23 +69,31 @@ class ArmRow:
 
 
 def collect_arms(specs: list[AblationSpec], runs_root: Path) -> list[ArmRow]:
-    """One row per (ablation, arm) with its finished runs, best hybrid score first."""
+    """One row per (ablation, arm) with its finished runs, in the order the files and their arms are listed."""
     rows = []
     for spec in specs:
         records = tables.collect(config.expand(spec), runs_root)
         for arm in spec.arms:
             rows.append(ArmRow(spec.name, arm, [r for r in records if r.run.arm == arm]))
+    return rows
+
+
+def ranked(rows: list[ArmRow]) -> list[ArmRow]:
+    """Best hybrid score of the linear latent midpoints first."""
     return sorted(rows, key=lambda r: -r.rank_value)
 
 
-def best_run(rows: list[ArmRow]) -> tables.RunRecord:
-    """The finished run with the highest hybrid score (ties: joint mass, then the first listed)."""
-    done = [(tables.value_of(r, RANK_KEY), tables.value_of(r, peg.key("joint_mass", "lerp")) or 0.0, i, r)
-            for row in rows for i, r in enumerate(row.records)]
-    done = [d for d in done if d[0] is not None]
-    if not done:
-        raise BenchError("no finished run has pegasus metrics yet: train the STL-10 files with eval.pegasus first")
-    return max(done, key=lambda d: (d[0], d[1], -d[2]))[3]
+def lead_run(rows: list[ArmRow], arm: str = PAPER_ARM) -> tables.RunRecord:
+    """The registered model's run: arm ``arm``, lowest seed, of the first file that has a finished one with
+    pegasus metrics -- chosen by the rule, not by its score."""
+    for row in rows:
+        if row.arm != arm:
+            continue
+        done = sorted((r for r in row.records if tables.value_of(r, RANK_KEY) is not None), key=lambda r: r.run.seed)
+        if done:
+            return done[0]
+    raise BenchError(f"no finished run of arm {arm!r} (the model C11 is about) has pegasus metrics "
+                     f"({peg.PREFIX}) yet: train a file with that arm and eval.pegasus first")
 
 
 def arm_table(rows: list[ArmRow]) -> str:
@@ -90,7 +101,7 @@ def arm_table(rows: list[ArmRow]) -> str:
     for title, _, ref in COLUMNS:
         head += [f"{title} (latent)", f"{title} (cross-fade)"] if ref else [title]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["--:"] * (len(head) - 3)) + "|"]
-    for row in rows:
+    for row in ranked(rows):
         done = sum(r.status == "done" for r in row.records)
         cells = [row.ablation, row.arm, f"{done}/{len(row.records)}"]
         for _, lat, ref in COLUMNS:
@@ -111,7 +122,7 @@ def write_report(specs: list[AblationSpec], runs_root: Path, results_root: Path,
                  device: str = "auto", progress: bool = True) -> Path:
     runs_root, out = Path(runs_root), Path(results_root) / OUT
     rows = collect_arms(specs, runs_root)
-    best = best_run(rows)
+    best = lead_run(rows)
     dev = resolve_device(device)
     run, model = peg.load_finished(runs_root / best.run.rel_dir, dev)
     ev = peg.evaluate(model, run, dev, from_cls, to_cls, progress=progress)
@@ -128,32 +139,38 @@ def write_report(specs: list[AblationSpec], runs_root: Path, results_root: Path,
     return out / "README.md"
 
 
-def render(rows: list[ArmRow], best: tables.RunRecord, ev: peg.Evaluation, n: int, a: str, b: str) -> str:
-    p = ev.protocol
+def render(rows: list[ArmRow], lead: tables.RunRecord, ev: peg.Evaluation, n: int, a: str, b: str) -> str:
+    p, ref = ev.protocol, ev.protocol["reference"]
     prov = _provenance(rows)
     g = ev.gallery[0] if ev.gallery else None
-    top = (f"The most hybrid frame: pair {g['pair']}, {g['kind']} path at t = {g['t']:.2f}, "
+    top = (f"The most hybrid midpoint: pair {g['pair']}, {g['kind']} path, hybrid {g['hybrid']:.2f}, "
            f"P({a}) {g['p_from']:.2f}, P({b}) {g['p_to']:.2f}.\n\n") if g else ""
+    pr = p["probe"]
+    probe = (f"{pr['kind']}, fitted on {pr['n_train']} train images ({pr['n_excluded']} excluded: the KID "
+             f"reference), held-out accuracy {pr['accuracy']:.3f} on {pr['n_test']} images over "
+             f"{len(pr['classes'])} classes (fingerprint `{pr['fingerprint'][:12]}`)" if "accuracy" in pr
+             else f"unavailable: {pr['unavailable']}")
     return f"""# Pegasus: {a} → {b} latent interpolation (C11)
 
-Best run by hybrid score: `{best.run.rel_dir}` (hybrid {tables.value_of(best, RANK_KEY):.3f}). Rows = the
-first {n} of its {p['pairs']} held-out pairs: real {a} | linear latent path from its reconstruction
-(t = 0) to the {b}'s (t = 1), {len(ev.ts)} frames | real {b}.
+The registered model: `{lead.run.rel_dir}` (arm `{lead.run.arm}`: the paper's final loss, all classes; the
+run C11's rule is about, shown whatever its score). Rows = the first {n} of its {p['pairs']} held-out
+pairs: real {a} | linear latent path from its reconstruction (t = 0) to the {b}'s (t = 1), {len(ev.ts)}
+frames | real {b}.
 
-![best sheet](sheet_lerp.png)
+![registered model's sheet](sheet_lerp.png)
 
 The same pairs as a pixel cross-fade (the "double exposure" baseline):
 
 ![cross-fade](crossfade.png)
 
-## Ranked gallery
+## Its most hybrid midpoints
 
-The most hybrid interior frame of every (pair, latent path), ranked by the probe's hybrid score
-2·min(P({a}), P({b})):
+The latent midpoints (t = 0.5) of every (pair, path) of this run, ranked by the leak-proof hybrid score
+max(0, 2·min(P({a}), P({b})) − off-class mass):
 
 ![gallery](gallery.png)
 
-{top}## Which model imagines the best pegasus?
+{top}## Every arm
 
 Mean ± 95% t half-width over seeds of each run's mean over the {p['pairs']} pairs; latent = linear
 path, cross-fade = the same pairs in pixel space. Sorted by the latent hybrid score. The verdict on
@@ -161,15 +178,18 @@ C11 and its rule (written before the runs) are in [CLAIMS.md](../CLAIMS.md#c11).
 
 {arm_table(rows)}
 
-## Protocol
+## Protocol (version {p['pegasus_protocol']})
 
 - Pairs: {p['pairs']} {a}/{b} pairs from `{p['split']}` (pair seed {p['pair_seed']}, index sha256
-  `{p['pair_index_sha256'][:16]}`), identical for every run; {p['steps']} frames per path.
-- Class probe: the suite's own CNN trained on the labelled train split without the held-out images;
-  held-out accuracy {p['probe']['accuracy']:.3f} over {len(p['probe']['classes'])} classes
-  (fingerprint `{p['probe']['fingerprint'][:12]}`).
+  `{p['pair_index_sha256'][:16]}`), identical for every run of a dataset; {p['steps']} frames per path.
+- Class probe: {probe}.
+- KID reference: {ref['n_real']} real {a} + {b} images, none of them a pair endpoint: {ref['reference_split']}
+  ({ref['real_selection']}, index sha256 `{ref['real_index_sha256']}`).
+- Sharpness: Laplacian variance of the midpoint over the mean of the two *real* endpoints', for every path.
 - Path length: {p['distance'].get('distance') or 'unavailable: ' + str(p['distance'].get('unavailable'))},
-  eps {p['eps']:g}; KID: Inception features vs held-out {a} + {b} images.
+  eps {p['eps']:g}.
 - Runs trained and scored by commit {prov}; this page drawn by commit {store.git_commit()} in
   {p['wall_s']:.0f} s. Re-draw: `python -m bench pegasus FILE ... --from {a} --to {b}`.
+- The first yardstick (protocol version 1) and its verdict, and why it was replaced:
+  [HISTORY.md](HISTORY.md).
 """

@@ -41,6 +41,9 @@ class Check:
     # (("loss.colour.weight", 10),): the pattern then names the arm before its grid suffix.
     at: tuple[tuple[str, Any], ...] = ()
     ref_at: tuple[tuple[str, Any], ...] = ()
+    # "same" / "not_higher" / "not_lower": an absolute margin registered with the check (None: EQUIV_MARGIN of
+    # the reference mean), for metrics whose reference mean says nothing about what difference matters
+    margin: float | None = None
 
 
 EXPECTS = ("higher", "lower", "same", "not_higher", "not_lower")
@@ -75,12 +78,15 @@ def _at(metric, arm, ref, expect, at, ref_at=(), *, counted=True):
     return Check(metric, arm, ref, expect, (), counted, at=tuple(at.items()), ref_at=tuple(ref_at.items()))
 
 
-def _paired(metric, ref_metric, arm, expect, *, counted=True):
+def _paired(metric, ref_metric, arm, expect, *, counted=True, margin=None):
     """``metric`` vs ``ref_metric`` of the same runs of ``arm``: a paired t-test over seeds."""
-    return Check(metric, arm, arm, expect, (), counted, ref_metric)
+    return Check(metric, arm, arm, expect, (), counted, ref_metric, margin=margin)
 
 
 COLOUR_W = "loss.colour.weight"     # the colour_cpu grid key
+PEGASUS = "pegasus_v2"              # C11's metric keys (bench/pegasus/evaluate.py PREFIX, protocol version 2)
+PAPER_ARM = "ssim_colour"           # the paper's final loss, all classes: the model C11 is about
+C11_MARGIN = 0.05                   # non-inferiority margin on a probability mass (hybrid, joint P)
 C3_COLOUR = ((M.RECON_CHROMA_ERROR, "lower"), (M.RECON_SATURATION_RATIO, "higher"),
              (M.SAMPLE_SATURATION_RATIO, "higher"), (M.SAMPLE_COLOUR_DIST, "lower"))
 
@@ -168,23 +174,37 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in [
           "both arms are scored on the same held-out horse + bird images (eval.classes).",
           choice="training on all classes rather than on horse + bird only"),
     Claim("C11", "Latent interpolation produces hybrid (winged-horse) images",
-          ("subset_stl10_cpu", "latent_stl10_cpu"),
-          (_paired(M.PEGASUS_KID_MID_LERP, "pegasus_kid_mid_crossfade", "baseline", "lower"),
-           _paired(M.PEGASUS_SHARPNESS_LERP, "pegasus_sharpness_crossfade", "baseline", "higher"),
-           _paired(M.PEGASUS_JOINT_MASS_LERP, "pegasus_joint_mass_crossfade", "baseline", "not_lower"),
-           _paired(M.PEGASUS_HYBRID_LERP, "pegasus_hybrid_crossfade", "baseline", "not_lower"),
-           _paired("pegasus_kid_mid_slerp", "pegasus_kid_mid_crossfade", "baseline", "lower", counted=False),
-           _paired(M.PEGASUS_PPL_LERP, "pegasus_ppl_crossfade", "baseline", "lower", counted=False),
-           _paired(M.PEGASUS_MAX_STEP_LERP, "pegasus_max_step_crossfade", "baseline", "lower", counted=False)),
-          "the paper's model (the baseline arm: SSIM + colour, latent 1024, all ten STL-10 classes) walked "
-          "horse -> bird between the same 16 held-out pairs as a pixel cross-fade of the real endpoints "
-          "(`eval.pegasus`; `python -m bench interpolate RUN_DIR --from horse --to bird` draws it). Supported "
-          "only if the linear latent midpoints are more realistic than the cross-fade (lower KID against "
-          "held-out horses + birds, higher sharpness relative to the endpoints) AND keep both classes' mass "
-          "(joint P(horse) + P(bird) and hybrid score 2 min(P) at t = 0.5 not lower than the cross-fade's, "
-          "non-inferiority within the 2% margin) under the suite's class probe. Paired t-test over seeds on "
-          "each run's mean over pairs. Slerp KID, path length and largest step are shown, not counted: a "
-          "cross-fade is smooth by construction.",
+          ("pegasus_cifar10_cpu", "loss_stl10_cpu"),
+          (_paired(M.PEGASUS_KID_MID_LERP, f"{PEGASUS}_kid_mid_crossfade", PAPER_ARM, "lower"),
+           _paired(M.PEGASUS_SHARPNESS_LERP, f"{PEGASUS}_sharpness_crossfade", PAPER_ARM, "higher"),
+           _paired(M.PEGASUS_HYBRID_LERP, f"{PEGASUS}_hybrid_crossfade", PAPER_ARM, "not_lower",
+                   margin=C11_MARGIN),
+           _paired(M.PEGASUS_JOINT_MASS_LERP, f"{PEGASUS}_joint_mass_crossfade", PAPER_ARM, "not_lower",
+                   margin=C11_MARGIN),
+           _paired(f"{PEGASUS}_kid_mid_slerp", f"{PEGASUS}_kid_mid_crossfade", PAPER_ARM, "lower", counted=False),
+           _paired(M.PEGASUS_SHARPNESS_ABS_LERP, f"{PEGASUS}_sharpness_abs_crossfade", PAPER_ARM, "higher",
+                   counted=False),
+           _paired(M.PEGASUS_ENDS_CORRECT_LERP, f"{PEGASUS}_ends_correct_crossfade", PAPER_ARM, "not_lower",
+                   counted=False, margin=C11_MARGIN),
+           _paired(M.PEGASUS_PPL_LERP, f"{PEGASUS}_ppl_crossfade", PAPER_ARM, "lower", counted=False),
+           _paired(M.PEGASUS_MAX_STEP_LERP, f"{PEGASUS}_max_step_crossfade", PAPER_ARM, "lower", counted=False)),
+          "rule v2, registered 2026-12-03 before any run it judges. The paper's model (arm `ssim_colour`: "
+          "KL + SSIM + pooled colour, all classes, the paper's latent size) walked horse -> bird between 100 "
+          "held-out pairs, against the pixel cross-fade of the same real endpoints (`eval.pegasus`, "
+          "bench/pegasus/evaluate.py, protocol version 2; `python -m bench interpolate RUN_DIR --from horse "
+          "--to bird` draws it). Supported only if the linear latent midpoints are more realistic than the "
+          "cross-fade's (lower KID against real horses + birds none of which is a pair endpoint; higher "
+          "Laplacian sharpness relative to the *real* endpoints, one scale for both paths) AND keep both "
+          "classes (the leak-proof hybrid score max(0, 2 min(P) - off-class mass) and P(horse) + P(bird) "
+          f"at t = 0.5 not lower than the cross-fade's by more than {C11_MARGIN} of the probe's mass, "
+          "non-inferiority) under a linear probe on TF-Inception features. Paired t-test over seeds on "
+          "each run's mean over pairs. Slerp KID, absolute sharpness, whether the reconstructed endpoints "
+          "still read as their class, path length and largest step are shown, not counted (a cross-fade "
+          "is smooth by construction). Rule v1 (16 pairs, the KID reference held the endpoints, sharpness "
+          "of a latent midpoint relative to its own blurry reconstructions, a CNN probe with 0.57 held-out "
+          "accuracy and 2 min(P), which rewards mass spread over every class) is retired: each of those "
+          "favoured one side; its metrics keep their `pegasus_*` names in the committed results and its "
+          "verdict (inconclusive on subset_stl10_cpu) is kept on results/pegasus/README.md.",
           choice="latent interpolation as a way to imagine horse-bird hybrids"),
 ]}
 
@@ -375,7 +395,7 @@ def _compare(chk: Check, ds: str, label_a: str, label_r: str, va: list[float], v
     f = _format_spec_of(chk.metric)
     ci = "" if math.isnan(t.lo) else f" [{t.lo:+{f}}, {t.hi:+{f}}]"
     effect = f"{t.diff:+{f}}{ci}"
-    margin = EQUIV_MARGIN * abs(stats.summarise(vr).mean)
+    margin = chk.margin if chk.margin is not None else EQUIV_MARGIN * abs(stats.summarise(vr).mean)
     p, mde = t.p, mde_of(2)
     if chk.expect == "same":
         if not math.isnan(t.lo) and -margin <= t.lo and t.hi <= margin:

@@ -210,7 +210,7 @@ def _pareto_fig(spec, records, groups, keys, runs_root, fig_dir):
 
 
 BUDGET_KEYS = ["kid_samples", "fid_samples", "st_lpips", "recon_ssim", "recon_mse", "recon_chroma_error", "kl",
-               "pegasus_hybrid_lerp", "pegasus_kid_mid_lerp"]
+               "pegasus_v2_hybrid_lerp", "pegasus_v2_kid_mid_lerp"]
 
 
 def budget_points(record) -> dict[int, dict[str, float]]:
