@@ -52,12 +52,11 @@ def _add_run(sub) -> None:
                    help="local: worker processes on this machine (default); ray: one Ray task per run; "
                         "slurm: one SLURM job (job-array task) per run, through submitit")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="runs at once (default 1). local: N worker processes (CUDA: round-robin over the GPUs; "
-                        "CPU: the threads are split); ray: on a CPU cluster each run asks for CPUs/N")
+                   help="local runner: runs at once (default 1), N worker processes (CUDA: round-robin over the "
+                        "GPUs; CPU: the threads are split)")
     p.add_argument("--devices", type=_device_list, default=None, metavar="cuda:0,cuda:1",
                    help="local runner: the devices the jobs use, round-robin (default: every visible GPU)")
-    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                   help="ray runner: the cluster to join (default: start a local Ray on this machine)")
+    _add_ray(p)
     _add_slurm(p)
 
 
@@ -69,6 +68,30 @@ def _nonnegative_int(text: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
     return n
+
+
+def _gpu_share(text: str) -> float:
+    try:
+        g = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= g <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a run trains on one GPU): {text}")
+    return g
+
+
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    """Options of --runner ray: the cluster, the resources of each task (one run), how the code gets there."""
+    p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="ray runner: the cluster to join (default: start a local Ray on this machine)")
+    p.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="ray runner: CPUs of each run's task; the run trains with that many threads (default 1)")
+    p.add_argument("--gpus-per-run", type=_gpu_share, default=1.0, metavar="G",
+                   help="ray runner: GPUs of the task of each run on CUDA (train.device cuda, or auto on a cluster "
+                        "with GPUs; default 1); 0.25 packs four small runs on one GPU; 0: every run on CPUs")
+    p.add_argument("--ray-code", choices=["ship", "installed"], default="ship",
+                   help="ray runner: ship this checkout's bench/models/losses to the workers (default), or use the "
+                        "project installed at the same path on every node (checked to be this code)")
 
 
 def _add_slurm(p: argparse.ArgumentParser) -> None:
@@ -218,7 +241,8 @@ def cmd_run(args) -> int:
     spec = config.load(args.file, args.overrides)
     runs = config.expand(spec)
     slurm = _slurm_settings(args, runs)
-    if slurm is None:
+    ray = _ray_settings(args, runs)
+    if args.runner == "local":             # cluster runners get their devices on the nodes
         check_devices(runs, args.devices)  # cuda:9 on a 2-GPU box: one line, before anything is built
     _require(args)
     _build_all(spec, runs)
@@ -231,11 +255,27 @@ def cmd_run(args) -> int:
             for role in ("train", "test"):
                 data.load(run.data, role)
     summary = runners.run_sweep(runs, args.runs_dir, runner=args.runner, jobs=args.jobs, devices=args.devices,
-                                address=args.address, progress=not args.no_progress, slurm=slurm)
+                                progress=not args.no_progress, ray=ray, slurm=slurm)
     path = _write_tables(spec, runs, args)
     runners.say(f"{len(summary.trained)} trained, {len(summary.skipped)} skipped, "
                 f"{len(summary.diverged)} diverged, {len(summary.failed)} failed -> {path}")
     return 1 if summary.failed else 0
+
+
+def _ray_settings(args, runs):
+    """--runner ray: its settings, checked before anything is built (one line); None for the other runners."""
+    if args.runner != "ray":
+        return None
+    from bench.run import ray_cluster
+
+    if args.jobs != 1 or args.devices:
+        raise BenchError("--jobs and --devices are the local runner's: with --runner ray each run asks for "
+                         "--cpus-per-run CPUs or --gpus-per-run of a GPU, and Ray runs as many at once as the "
+                         "cluster holds")
+    settings = ray_cluster.RaySettings(address=args.address, cpus_per_run=args.cpus_per_run,
+                                       gpus_per_run=args.gpus_per_run, code=args.ray_code)
+    ray_cluster.check(settings, runs)
+    return settings
 
 
 def _slurm_settings(args, runs):

@@ -133,9 +133,15 @@ def lock_holder(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+ENV_COMMIT = "PEGASUS_GIT_COMMIT"   # set by a runner that ships the code to its workers (no checkout there)
+
+
 def git_commit() -> str:
     """HEAD of the project checkout, with '+dirty' when tracked files outside results/ changed;
-    'unknown' outside git."""
+    'unknown' outside git.  Code shipped to a cluster's workers has no checkout: the runner that
+    shipped it passes the driver's answer in ``$PEGASUS_GIT_COMMIT``."""
+    if shipped := os.environ.get(ENV_COMMIT):
+        return shipped
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                               text=True, timeout=5)

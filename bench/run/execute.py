@@ -15,6 +15,7 @@ recorded as such (``shared``) and the tables list them without comparing them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -38,10 +39,12 @@ def say(msg: str) -> None:
 @dataclass(frozen=True)
 class Placement:
     """Where a run executes: a device ("cuda:1", "cpu"; None = the run's own setting), the number
-    of CPU threads (None = leave torch's default), and what else shares the device (None = nothing)."""
+    of CPU threads (None = leave torch's default), what else shares the device (None = nothing), and
+    the cluster node that ran it (a Ray node id; None = this machine)."""
     device: str | None = None
     threads: int | None = None
     shared: str | None = None
+    node: str | None = None
 
     def describe(self) -> str:
         parts = [self.device or "default device"]
@@ -68,7 +71,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
     store.write_yaml(run_dir / "config.yaml", run.resolved())
     env = store.environment(device)
     env["placement"] = {"device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
-                        "shared": placement.shared}
+                        "shared": placement.shared, "node": placement.node}
     env["precision"] = precision.effective(device, run.train.amp)
     env["allocator"] = keep_freed_memory()       # process-wide; see bench/train/runtime.py
     store.write_json(run_dir / "env.json", env)
@@ -131,3 +134,27 @@ def execute(run: RunSpec, runs_root: Path, placement: Placement = Placement(), *
     m = doc["metrics"]
     return Outcome(rel, "trained", f"done in {dt:.0f}s — test SSIM {m['recon_ssim']['value']:.3f}, "
                                    f"PSNR {m['recon_psnr']['value']:.2f} dB", dt)
+
+
+# --------------------------------------------------------------------------- what a driver sees
+
+def visible(run_dir: Path, wait_s: float) -> bool:
+    """Is the run finished on this filesystem?  A file a node wrote a moment ago can take a while to show
+    on a network filesystem (cached directory entries), so an absent metrics.json is looked for again,
+    re-reading the directory, for up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while not store.is_finished(run_dir):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+        with contextlib.suppress(OSError):
+            os.listdir(run_dir)
+    return True
+
+
+def failed(run_dir: Path, rel: str, msg: str) -> Outcome:
+    """A run that did not finish where the driver can see it: error.json with the reason (unless it is
+    finished after all), and a failed Outcome."""
+    if not store.is_finished(run_dir):
+        store.write_json(run_dir / store.ERROR, {"error": msg, "traceback": None})
+    return Outcome(rel, "failed", f"FAILED ({msg})")

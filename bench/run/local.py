@@ -1,14 +1,15 @@
 """Runners: execute the unfinished runs of an ablation, one after another or in parallel.
 
-    run_sweep(runs, runs_root, runner="local", jobs=1)  # one after another, in this process
-    run_sweep(runs, runs_root, runner="local", jobs=N)  # N worker processes at once
-    run_sweep(runs, runs_root, runner="ray")            # one Ray task per run (bench/run/ray_cluster.py)
+    run_sweep(runs, runs_root, runner="local", jobs=1)      # one after another, in this process
+    run_sweep(runs, runs_root, runner="local", jobs=N)      # N worker processes at once
+    run_sweep(runs, runs_root, runner="ray", ray=RaySettings(...))        # a Ray task per run (ray_cluster.py)
     run_sweep(runs, runs_root, runner="slurm", slurm=SlurmSettings(...))  # a job per run (bench/run/slurm.py)
 
 Every executor calls the same seam, ``bench.run.execute.execute``, for each run.  A run that another
 process holds is waited for at the end of the sweep, then skipped if that process finished it or
 trained here if it died (the lock dies with its process), so two sweeps of the same file started
-together train every run once and both end with the complete table.
+together train every run once and both end with the complete table.  (The Ray and SLURM tasks wait for
+such a run themselves, on their node: the driver of a cluster sweep trains nothing.)
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from bench.config.schema import RunSpec
 from bench.errors import BenchError
 from bench.metrics.scoring import score
 from bench.run.execute import Outcome, Placement, execute, say
-from bench.run.ray_cluster import run_ray
+from bench.run.ray_cluster import RaySettings, run_ray
 from bench.run.slurm import SlurmSettings, run_slurm
 from bench.train.runtime import check_devices, resolve_device
 
@@ -45,12 +46,12 @@ class Summary:
 # --------------------------------------------------------------------------- executors
 
 def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jobs: int = 1,
-              devices: list[str] | None = None, address: str | None = None, progress: bool = True,
+              devices: list[str] | None = None, progress: bool = True, ray: RaySettings | None = None,
               slurm: SlurmSettings | None = None) -> Summary:
     """Train + score every unfinished run of ``runs``; returns what happened to each."""
     if jobs < 1:
         raise BenchError(f"--jobs must be >= 1 (got {jobs})")
-    if runner != "slurm":                # SLURM jobs get their devices on the nodes (bench/run/slurm.py)
+    if runner == "local":                # Ray tasks and SLURM jobs get their devices on the nodes
         check_devices(runs, devices)
     if runner == "local" and jobs == 1 and not devices:
         jobs = default_jobs(runs)
@@ -62,7 +63,7 @@ def run_sweep(runs: list[RunSpec], runs_root: Path, *, runner: str = "local", jo
     if not todo:
         return summary
     if runner == "ray":
-        outcomes = run_ray(todo, runs_root, jobs=jobs, address=address)
+        outcomes = run_ray(todo, runs_root, ray or RaySettings())
     elif runner == "slurm":
         outcomes = run_slurm(todo, runs_root, slurm or SlurmSettings())
     elif runner == "local" and jobs == 1 and not devices:

@@ -44,13 +44,13 @@ from typing import Any
 from bench import store
 from bench.config.schema import RunSpec
 from bench.errors import BenchError
-from bench.run.execute import Outcome, Placement, execute, say
+from bench.run.execute import Outcome, Placement, execute, failed, say, visible
 
 CLUSTERS = ("slurm", "local")
 FOLDER = ".slurm"                # runs/<ablation>/.slurm/: submitit's pickles, job logs, jobs.json
 JOBS = "jobs.json"
 MAX_TIMEOUTS = 3
-VISIBLE_S = 60.0                 # how long a job's metrics.json may take to show here (see _visible)
+VISIBLE_S = 60.0                 # how long a job's metrics.json may take to show here (execute.visible)
 # scheduler states (sacct; submitit's local executor says RUNNING / FINISHED) by what they mean for a run
 QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING",
                     "SUSPENDED", "PREEMPTED"})       # a preempted job is requeued (RunJob.checkpoint)
@@ -179,31 +179,11 @@ def _outcome(run: RunSpec, job, runs_root: Path) -> Outcome:
     try:
         o = job.result()
     except Exception as exc:  # died, killed, cancelled, timed out too often: this run fails, the rest go on
-        o = _failed(run_dir, rel, f"job {job.job_id} {_reason(exc, job)}; log: {job.paths.stderr}")
-    if o.state != "failed" and not _visible(run_dir):
-        o = _failed(run_dir, rel, f"job {job.job_id} said {o.state!r} but {run_dir / store.METRICS} is not "
+        o = failed(run_dir, rel, f"job {job.job_id} {_reason(exc, job)}; log: {job.paths.stderr}")
+    if o.state != "failed" and not visible(run_dir, VISIBLE_S):
+        o = failed(run_dir, rel, f"job {job.job_id} said {o.state!r} but {run_dir / store.METRICS} is not "
                                   f"on this filesystem (runs/ must be shared with the nodes)")
     return o
-
-
-def _visible(run_dir: Path) -> bool:
-    """Is the run finished on this filesystem?  A file a node wrote a moment ago can take a while to show
-    on a network filesystem (cached directory entries), so an absent metrics.json is looked for again,
-    re-reading the directory, for up to ``VISIBLE_S`` seconds."""
-    deadline = time.monotonic() + VISIBLE_S
-    while not store.is_finished(run_dir):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(1.0)
-        with contextlib.suppress(OSError):
-            os.listdir(run_dir)
-    return True
-
-
-def _failed(run_dir: Path, rel: str, msg: str) -> Outcome:
-    if not store.is_finished(run_dir):
-        store.write_json(run_dir / store.ERROR, {"error": msg, "traceback": None})
-    return Outcome(rel, "failed", f"FAILED ({msg})")
 
 
 def _reason(exc: Exception, job) -> str:
