@@ -6,8 +6,10 @@ before an ablation file has been fully validated.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from bench.errors import BenchError, WeightsError
@@ -32,6 +34,16 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
     return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return x
 
 
 def _device_list(text: str) -> list[str]:
@@ -131,8 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p = sub.add_parser("status", help="every run of a file: done / running (who) / failed / pending, step, "
-                                      "images/s, ETA; works while a sweep runs")
+                                      "images/s, ETA, key metric; works while a sweep runs")
     _add_common(p)
+    p.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    p.add_argument("--interval", type=_positive_float, default=5.0, metavar="S",
+                   help="seconds between refreshes of --watch (default 5)")
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per run (run, arm, dataset, "
+                   "seed, state, step, total_steps, metric, holder, job, images_per_s, eta_s, detail); "
+                   "with --watch one list per line per refresh")
     sub.add_parser("list", help="list registered models, losses and data sources")
     p = sub.add_parser("interpolate", help="walk a finished run's latent space between two classes (C11): "
                                            "sheets, cross-fade baseline, ranked gallery, metrics.json")
@@ -351,7 +369,19 @@ def cmd_status(args) -> int:
     from bench.run import status
 
     spec = config.load(args.file, args.overrides)
-    print(status.report(spec.name, config.expand(spec), args.runs_dir))
+    runs = config.expand(spec)
+
+    def render() -> str:
+        if args.json:
+            return json.dumps(status.as_json(runs, args.runs_dir), indent=None if args.watch else 2)
+        text = status.report(spec.name, runs, args.runs_dir)
+        if args.watch:
+            text = f"{time.strftime('%H:%M:%S')}  every {args.interval:g} s, Ctrl-C to stop\n{text}"
+        return text
+
+    if args.watch:
+        return status.watch(render, args.interval, clear=False if args.json else None)
+    print(render())
     return 0
 
 
