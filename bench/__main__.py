@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,plan,status,table,score,interpolate,pegasus,speed,list,weights,data}``.
+"""Command line: ``python -m bench {run,plan,status,table,score,compare,interpolate,pegasus,speed,list,weights,data}``.
 
 Known user errors (BenchError) become one line on stderr and exit code 2; nothing is written
 before an ablation file has been fully validated.
@@ -123,6 +123,30 @@ def _add_slurm(p: argparse.ArgumentParser) -> None:
                         "with submitit's local executor (to try a sweep without a cluster)")
 
 
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="every run of a file: done / running (who) / failed / pending, step, "
+                                      "images/s, ETA, key metric; works while a sweep runs")
+    _add_common(p)
+    p.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
+    p.add_argument("--interval", type=_positive_float, default=5.0, metavar="S",
+                   help="seconds between refreshes of --watch (default 5)")
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per run (run, arm, dataset, "
+                   "seed, state, step, total_steps, metric, holder, job, images_per_s, eta_s, detail); "
+                   "with --watch one list per line per refresh")
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="two results folders (or one at two commits, --at REV): per arm and "
+                                       "metric, B - A with its 95%% Welch interval over seeds")
+    p.add_argument("a", type=Path, metavar="A", help="a results folder, e.g. results/loss_cpu")
+    p.add_argument("b", type=Path, nargs="?", default=None, metavar="B",
+                   help="the other results folder (or give --at)")
+    p.add_argument("--at", default=None, metavar="REV", help="compare A as committed at REV (A) with A as it "
+                   "is now (B), e.g. --at HEAD~3")
+    p.add_argument("--metrics", default="", metavar="recon_ssim,fid_samples", help="only these metrics")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the table as markdown")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -142,15 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "then rewrite the tables")
     _add_common(p)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
-    p = sub.add_parser("status", help="every run of a file: done / running (who) / failed / pending, step, "
-                                      "images/s, ETA, key metric; works while a sweep runs")
-    _add_common(p)
-    p.add_argument("--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C")
-    p.add_argument("--interval", type=_positive_float, default=5.0, metavar="S",
-                   help="seconds between refreshes of --watch (default 5)")
-    p.add_argument("--json", action="store_true", help="a JSON list, one object per run (run, arm, dataset, "
-                   "seed, state, step, total_steps, metric, holder, job, images_per_s, eta_s, detail); "
-                   "with --watch one list per line per refresh")
+    _add_status(sub)
+    _add_compare(sub)
     sub.add_parser("list", help="list registered models, losses and data sources")
     p = sub.add_parser("interpolate", help="walk a finished run's latent space between two classes (C11): "
                                            "sheets, cross-fade baseline, ranked gallery, metrics.json")
@@ -385,6 +402,22 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from bench import store
+    from bench.report import compare
+
+    if (args.b is None) == (args.at is None):
+        raise BenchError("compare: give two results folders (A B), or one and --at REV")
+    a = compare.read_at(args.a, args.at) if args.at else compare.read_folder(args.a)
+    b = compare.read_folder(args.a if args.at else args.b)
+    result = compare.compare(a, b, [m.strip() for m in args.metrics.split(",") if m.strip()])
+    print(compare.render_text(result))
+    if args.out:
+        store.write_text(args.out, compare.render_markdown(result))
+        print(f"-> {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_list(args) -> int:
     from bench.data.sources import SOURCES
     from losses import LOSSES
@@ -426,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "table": cmd_table, "score": cmd_score,
                 "list": cmd_list, "data": cmd_data, "weights": _weights_cli, "interpolate": cmd_interpolate,
-                "pegasus": cmd_pegasus, "speed": cmd_speed}[args.cmd](args)
+                "pegasus": cmd_pegasus, "speed": cmd_speed, "compare": cmd_compare}[args.cmd](args)
     except BenchError as exc:
         print(str(exc), file=sys.stderr)
         return 2

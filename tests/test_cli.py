@@ -56,7 +56,8 @@ def test_the_parser_and_help_import_no_torch():
     library (the commands import theirs when they run)."""
     code = ("import contextlib, io, sys\n"
             "from bench.__main__ import build_parser\n"
-            "for argv in (['--help'], ['run', '--help'], ['status', '--help'], ['weights', 'fetch', '--help']):\n"
+            "for argv in (['--help'], ['run', '--help'], ['status', '--help'], ['compare', '--help'],\n"
+            "             ['weights', 'fetch', '--help']):\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "        build_parser().parse_args(argv)\n"
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n")
