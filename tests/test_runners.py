@@ -201,18 +201,42 @@ def test_status_lists_states_and_eta(tmp_path):
     assert out.returncode == 0 and out.stdout == text + "\n"
 
 
-def test_tensorboard_events_hold_train_terms_validation_and_sheets(tmp_path):
+def test_tensorboard_events_hold_train_terms_validation_sheets_and_hparams(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
-    run = config.expand(config.load(_file(tmp_path)))[0]
+    from bench.train import live
+
+    f = _file(tmp_path)
+    f.write_text(f.read_text() + "grid:\n  train.lr: [0.001, 0.002]\n  model.widths: [[8, 16]]\n")
+    run = next(r for r in config.expand(config.load(f)) if r.seed == 0 and r.swept["train.lr"] == 0.002)
+    assert run.swept == {"train.lr": 0.002, "model.widths": [8, 16]}
     assert execute(run, tmp_path / "runs").state == "trained"
-    acc = EventAccumulator(str(tmp_path / "runs" / run.rel_dir / store.TENSORBOARD))
+    tb = tmp_path / "runs" / run.rel_dir / store.TENSORBOARD
+    acc = EventAccumulator(str(tb))
     acc.Reload()
     tags = acc.Tags()
     assert {"train/loss", "train/kl", "train/mse", "val/loss", "val/mse"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8]
     assert [e.step for e in acc.Scalars("val/loss")] == [4, 8]          # val_every 4
     assert {"val/recon", "samples"} <= set(tags["images"])
+
+    # the HParams view: the swept parameters and the final metrics of the scored run, in tb/hparams/
+    metrics = store.read_json(tmp_path / "runs" / run.rel_dir / store.METRICS)["metrics"]
+    hp = EventAccumulator(str(tb / live.HPARAMS))
+    hp.Reload()
+    content = hp.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()} == {
+        "arm": run.arm, "dataset": "shapes", "seed": 0.0, "train.lr": 0.002, "model.widths": "8-16"}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    declared = {m.name.tag for m in experiment.metric_infos}
+    assert "final/recon_ssim" in declared and "final/fid_samples" not in declared    # unavailable: left out
+    assert declared == set(hp.Tags()["scalars"])
+    (ssim,) = hp.Scalars("final/recon_ssim")
+    assert ssim.step == 8 and ssim.value == pytest.approx(metrics["recon_ssim"]["value"], rel=1e-6)
+    live.write_hparams(tb.parent, run, {"recon_ssim": {"value": 0.5}}, 8)     # a re-score replaces them
+    assert len(list((tb / live.HPARAMS).glob("events.out.tfevents.*"))) == 1
 
 
 def test_validation_does_not_change_the_trained_weights(tmp_path):

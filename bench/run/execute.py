@@ -28,6 +28,7 @@ import torch
 from bench import precision, store
 from bench.config.schema import RunSpec
 from bench.metrics.scoring import score
+from bench.train.live import write_hparams
 from bench.train.loop import result_dict, train
 from bench.train.runtime import keep_freed_memory, pin, resolve_device
 
@@ -81,6 +82,7 @@ def run_one(run: RunSpec, run_dir: Path, *, progress: bool = True, placement: Pl
         doc["metrics"] = score(run, run_dir, result, progress=say if progress else None, device=device,
                                shared=placement.shared)
         doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval.model_dump()}
+        write_hparams(run_dir, run, doc["metrics"], result["steps"])
         if run.train.snapshots:
             doc["snapshots"] = score_snapshots(run, run_dir, result, device=device, progress=progress)
     else:

@@ -28,6 +28,7 @@ from bench.metrics.scoring import score
 from bench.run.execute import Outcome, Placement, execute, say
 from bench.run.ray_cluster import RaySettings, run_ray
 from bench.run.slurm import SlurmSettings, run_slurm
+from bench.train.live import write_hparams
 from bench.train.runtime import check_devices, resolve_device
 
 
@@ -190,7 +191,8 @@ def _died(run: RunSpec, runs_root: Path, exitcode: int | None) -> Outcome:
 def rescore(runs: list[RunSpec], runs_root: Path, *, progress: bool = True) -> Summary:
     """Re-score finished runs from their checkpoints with the evaluation settings of ``runs``
     (evaluation is not part of a run's identity, so nothing retrains).  Each metrics.json is
-    replaced atomically; ``scored`` records the commit and eval settings that produced it."""
+    replaced atomically; ``scored`` records the commit and eval settings that produced it, and TensorBoard's
+    hparams (``bench.train.live.write_hparams``) follow the new metrics."""
 
     summary = Summary()
     for i, run in enumerate(runs, 1):
@@ -211,5 +213,6 @@ def rescore(runs: list[RunSpec], runs_root: Path, *, progress: bool = True) -> S
             env = store.environment(resolve_device(run.train.device))
             doc["scored"] = {"git_commit": env["git_commit"], "eval": run.eval.model_dump(), "rescored": True}
             store.write_json(run_dir / store.METRICS, doc)
+            write_hparams(run_dir, run, doc["metrics"], doc["train"]["steps"])
             summary.trained.append(str(run.rel_dir))
     return summary

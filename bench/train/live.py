@@ -11,14 +11,22 @@ The validation images are a fixed, seeded, class-stratified sample of the held-o
 (``bench.data.subsets``), the same for every arm; the model is evaluated in eval mode with its own noise
 generator, so validating never changes the trained weights (a run with and without it trains the same).
 Without the ``tensorboard`` package nothing is written and ``LiveLog.unavailable`` says why.
+
+When a run is scored, ``write_hparams`` adds its swept parameters (arm, dataset, seed and the grid values it
+sweeps, ``bench.config.grid``) and its final metrics (``final/<metric>``) under ``tb/hparams/``, so TensorBoard's
+HParams view compares the runs of ``tensorboard --logdir runs/`` side by side; a re-score replaces them.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from bench.config.grid import label
+from bench.config.schema import RunSpec
 from bench.data import batches as batches_mod
 from bench.data import sources as data_mod
 from bench.data import subsets
@@ -27,6 +35,8 @@ from bench.train.runtime import autocast
 
 N_VAL = 256        # held-out images per validation pass
 N_SHEET = 16       # images per TensorBoard sheet (reconstructions and samples)
+HPARAMS = "hparams"    # tb/hparams/: the HParams view's session of a scored run
+FINAL = "final/"       # tag prefix of the final metrics there
 
 
 class LiveLog:
@@ -91,3 +101,41 @@ class LiveLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def run_hparams(run: RunSpec) -> dict[str, Any]:
+    """What the HParams view compares runs by: the arm, dataset and seed, and every grid value the arm sweeps
+    (lists, e.g. ``model.widths``, as their arm-name label)."""
+    swept = {k: (label(v) if isinstance(v, list) else v) for k, v in run.swept.items()}
+    return {"arm": run.arm, "dataset": run.dataset, "seed": run.seed, **swept}
+
+
+def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """``final/<key>``: every finite number among a run's metric records (unavailable ones are left out)."""
+    out = {}
+    for key, rec in metrics.items():
+        v = rec.get("value") if isinstance(rec, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[FINAL + key] = float(v)
+    return out
+
+
+def write_hparams(run_dir: Path, run: RunSpec, metrics: dict[str, Any], step: int) -> Path | None:
+    """Write ``tb/hparams/`` (replacing what an earlier scoring wrote): the run's hparams and final metrics, as
+    ``SummaryWriter.add_hparams`` writes them, but in a fixed folder rather than a new timestamped one per call
+    (and without add_hparams' extra empty events file in tb/).  None without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+    except ImportError:
+        return None
+    folder = run_dir / TENSORBOARD / HPARAMS
+    for old in folder.glob("events.out.tfevents.*"):
+        old.unlink()
+    values = final_metrics(metrics)
+    with SummaryWriter(str(folder)) as w:
+        for summary in hparams(run_hparams(run), values):      # experiment, session start, session end
+            w.file_writer.add_summary(summary, step)
+        for tag, v in values.items():
+            w.add_scalar(tag, v, step)
+    return folder
