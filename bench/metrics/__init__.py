@@ -156,4 +156,7 @@ CATALOGUE: dict[str, MetricInfo] = {
     M.WALL_S: MetricInfo("wall (s)", ".0f", None, "cost", "training wall time"),
 }
 
+#: the one number per run that ``bench status`` shows
+KEY_METRIC = M.RECON_SSIM
+
 assert set(CATALOGUE) == set(M), "every catalogued key has a constant and vice versa"
