@@ -4,6 +4,7 @@
     welch(arm_values, ref_values)  -> Comparison(diff, lo, hi, p)         # diff = mean(arm) - mean(ref)
     paired(differences)            -> Comparison(mean, lo, hi, p)         # one-sample t on per-seed diffs
     median_interval(values)        -> (lo, hi, coverage)                  # sign-test interval of a median
+    seeds_needed(spread, margin)   -> n                                   # seeds per arm to resolve a margin
 
 Seeds are few (2-5), so intervals use Student's t with n-1 degrees of freedom, and two arms are
 compared with Welch's unequal-variance t-test (two-sided), never a z-test or a bootstrap; two
@@ -135,6 +136,40 @@ def detectable_effect(a, b, alpha: float = ALPHA, power: float = POWER, sided: i
     if se == 0:
         return 0.0
     return (float(sps.t.ppf(1 - alpha / sided, df)) + float(sps.t.ppf(power, df))) * se
+
+
+def seeds_needed(spread, margin: float, alpha: float = ALPHA, power: float = POWER, sided: int = 2,
+                 paired: bool = False, max_n: int = 10 ** 7) -> int | None:
+    """Seeds per arm (pairs, when ``paired``) at which the detectable effect shrinks to ``margin``.
+
+    The smallest n with  (t_{1-alpha/sided, df} + t_{power, df}) * se(n) <= margin,  i.e.
+    :func:`detectable_effect` (or :func:`detectable_effect_paired`) solved for n at the observed spread:
+
+    * two arms, ``spread`` = (sd_a, sd_b) or one sd for both:  se(n) = sqrt((sd_a² + sd_b²) / n),
+      df = (n - 1) (sd_a² + sd_b²)² / (sd_a⁴ + sd_b⁴)  (Welch–Satterthwaite with n seeds per arm;
+      2n - 2 when the spreads are equal);
+    * ``paired``, ``spread`` = sd of the per-seed differences:  se(n) = sd / sqrt(n),  df = n - 1.
+
+    At the current n it agrees with the detectable effect shown beside a comparison: that effect exceeds
+    the margin exactly when more seeds are needed than were run.  ``sided`` = 1 for a non-inferiority
+    margin, 2 for an equivalence one.  2 when the spread is 0; None when the spread is unknown (NaN, fewer
+    than 2 seeds) or the margin is not positive; ``max_n`` caps the search (a margin of ~0)."""
+    sds = tuple(float(x) for x in (spread if isinstance(spread, (tuple, list)) else (spread,) * (1 if paired
+                                                                                               else 2)))
+    if any(math.isnan(x) for x in sds) or not margin > 0:
+        return None
+    var = sum(x * x for x in sds)
+    if var == 0:
+        return 2
+    quart = sum(x ** 4 for x in sds)
+    z = float(sps.norm.ppf(1 - alpha / sided)) + float(sps.norm.ppf(power))
+    n = max(2, math.ceil(z * z * var / margin ** 2))       # t > z, so no smaller n can do
+    while n < max_n:
+        df = n - 1 if paired else (n - 1) * var * var / quart
+        if (float(sps.t.ppf(1 - alpha / sided, df)) + float(sps.t.ppf(power, df))) * math.sqrt(var / n) <= margin:
+            return n
+        n += 1
+    return max_n
 
 
 def paired(d, confidence: float = CONFIDENCE) -> Comparison:
