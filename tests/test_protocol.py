@@ -3,6 +3,7 @@ provenance, KID subsets — each test fails on the behaviour the review found at
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -52,6 +53,49 @@ def test_stratified_handles_small_classes_and_unlabelled():
     assert torch.bincount(labels[sub.indices]).tolist() == [2, 8]
     unl = subsets.stratified(torch.full((50,), -1), 10)
     assert len(unl) == 10 and not unl.stratified
+
+
+def test_stratified_subsets_of_one_split_are_nested():
+    """What lets every evaluation set be drawn from the split and still lie inside the test subset."""
+    rng = random.Random(0)
+    for _ in range(150):
+        sizes = [rng.randint(0, 12) for _ in range(rng.randint(1, 5))]
+        labels = torch.tensor([c for c, s in enumerate(sizes) for _ in range(s)], dtype=torch.int64)
+        if not len(labels):
+            continue
+        labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
+        chosen = [set(subsets.stratified(labels, n).indices.tolist()) for n in range(len(labels) + 1)]
+        assert all(chosen[i] <= chosen[i + 1] for i in range(len(labels)))
+
+
+NESTED_YAML = """\
+name: x
+question: subsets
+datasets: [folder]
+seeds: [0]
+data:
+  folder: {{source: imagefolder, root: {root}, resolution: 8}}
+defaults:
+  model: {{name: conv, widths: [8, 16], latent_dim: 8}}
+  loss: [{{name: kl}}, {{name: mse}}]
+  train: {{steps: 2, batch_size: 8, device: cpu}}
+  eval: {{n_test: {n_test}, n_samples: 16, n_fid: 8, batch_size: 8, sheet: 8, fidelity: false}}
+arms:
+  a: {{}}
+"""
+
+
+@pytest.mark.parametrize("n_test", [8, 16, None])
+def test_reference_subsets_lie_inside_the_test_subset(tmp_path, monkeypatch, n_test):
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path / "cache"))
+    _folder(tmp_path / "img", "train", per_class=6)
+    _folder(tmp_path / "img", "test", per_class=10)
+    p = tmp_path / "x.yaml"
+    p.write_text(NESTED_YAML.format(root=tmp_path / "img", n_test="null" if n_test is None else n_test))
+    (run,) = config.expand(config.load(p))
+    s = evalsets.eval_sets(run)
+    assert int(s.fid_pos.indices.max()) < len(s.test)
+    assert torch.bincount(s.test_labels[s.fid_pos.indices]).tolist() == [2, 2, 2, 2]
 
 
 def test_holdout_carve_is_class_stratified(tmp_path, monkeypatch):

@@ -5,8 +5,12 @@ beside each comparison, untestable divergence, pending files, and evaluation sub
 from __future__ import annotations
 
 import numpy as np
+import torch
+from PIL import Image
 
 from bench import stats
+from bench.config import schema as config
+from bench.data import evalsets, subsets
 
 # --------------------------------------------------------------------------- stats.seeds_needed
 
@@ -32,3 +36,58 @@ def test_seeds_needed_solves_the_detectable_effect_for_n():
     assert stats.seeds_needed(0.1, 0.05, sided=1) < stats.seeds_needed(0.1, 0.05, sided=2)
     assert stats.seeds_needed(0.0, 0.01) == 2
     assert stats.seeds_needed(float("nan"), 0.01) is None and stats.seeds_needed(0.1, 0.0) is None
+
+
+# --------------------------------------------------------------------------- evaluation subsets
+
+
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+YAML = """\
+name: {name}
+question: subsets
+datasets: [folder]
+seeds: [0]
+data:
+  folder: {{source: imagefolder, root: {root}, resolution: 8}}
+defaults:
+  model: {{name: conv, widths: [8, 16], latent_dim: 8}}
+  loss: [{{name: kl}}, {{name: mse}}]
+  train: {{steps: 2, batch_size: 8, device: cpu}}
+  eval: {{n_test: {n_test}, n_samples: 16, n_fid: 8, batch_size: 8, sheet: 8, fidelity: false}}
+arms:
+  a: {{}}
+"""
+
+
+def _folder(root, split: str, per_class: int) -> None:
+    for k, name in enumerate(CLASSES):
+        d = root / split / name
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((8, 8, 3), 40 * k + i, dtype=np.uint8)).save(d / f"{i:03d}.png")
+
+
+def test_two_files_with_different_n_test_share_the_reference_subsets(tmp_path, monkeypatch):
+    """loss_cpu scores all 10000 CIFAR test images, the other CIFAR files 2000: their KID references
+    were different images because they were drawn from the test subset instead of the split."""
+    monkeypatch.setenv("PEGASUS_CACHE", str(tmp_path / "cache"))
+    _folder(tmp_path / "img", "train", per_class=6)
+    _folder(tmp_path / "img", "test", per_class=10)
+    sets = {}
+    for name, n_test in (("small", 16), ("large", "null"), ("mid", 28)):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(YAML.format(name=name, root=tmp_path / "img", n_test=n_test))
+        (run,) = config.expand(config.load(p))
+        sets[name] = evalsets.eval_sets(run)
+    assert len(sets["small"].test) == 16 and len(sets["large"].test) == 40
+    assert sets["small"].test_sub.index_hash != sets["large"].test_sub.index_hash   # n differs: so does the set
+    for which in ("fid", "ref"):
+        hashes = {n: s.proto(which)["index_sha256"] for n, s in sets.items()}
+        assert len(set(hashes.values())) == 1, (which, hashes)
+    # the images themselves, not only the hashes; and the sheets' handful
+    small, large = sets["small"], sets["large"]
+    assert torch.equal(small.test[small.fid_pos.indices], large.test[large.fid_pos.indices])
+    assert torch.equal(small.test[small.sheet_pos.indices], large.test[large.sheet_pos.indices])
+    # where the test subset is every image the identifiers are what they were: the split's own sample
+    assert large.proto("fid")["index_sha256"] == subsets.stratified(large.test_labels, 8).index_hash

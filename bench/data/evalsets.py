@@ -3,6 +3,12 @@
 Every set is a fixed, seeded, class-stratified sample (bench/data/subsets.py), identical for every arm
 and seed of an ablation, and identified in each metric record by ``EvalSets.proto``.  With
 ``eval.classes`` every arm is scored on the held-out images of those classes only (C10).
+
+Each set is drawn from the (class-restricted) split itself, so it depends only on (dataset, split, n):
+the FID/KID reference of 500 images is the same 500 in a file scoring 2000 test images and in one scoring
+all 10000, and the numbers of two folders compare.  Stratified samples of one split are nested (a
+smaller n takes a subset of a larger one's images, tests/test_verdicts.py), so every set lies inside
+the test subset and its reconstructions come from the one test pass.
 """
 from __future__ import annotations
 
@@ -70,8 +76,18 @@ def eval_sets(run: RunSpec) -> EvalSets:
     split = dspec.test_split if not dspec.holdout else f"{dspec.train_split} holdout {dspec.holdout:g}"
     if want:
         split += f" classes={','.join(want)}"
+
+    def within_test(k: int) -> subsets.Subset:
+        """The split's own stratified sample of k images, as positions within the test subset."""
+        return _positions(test_sub, subsets.stratified(test_lab, k))
     return EvalSets(test, labels, test_sub, train_imgs[train_sub.indices], train_sub,
-                    subsets.stratified(labels, min(ev.n_samples, n)),
-                    subsets.stratified(labels, n_fid),
-                    subsets.stratified(labels, min(ev.sheet // 2, n)),
+                    within_test(min(ev.n_samples, n)), within_test(n_fid), within_test(min(ev.sheet // 2, n)),
                     split, want)
+
+
+def _positions(outer: subsets.Subset, inner: subsets.Subset) -> subsets.Subset:
+    """``inner``'s indices (into the same split as ``outer``'s) as positions within ``outer``."""
+    pos = torch.searchsorted(outer.indices, inner.indices)
+    if len(pos) and (int(pos.max()) >= len(outer) or not torch.equal(outer.indices[pos], inner.indices)):
+        raise RuntimeError("evaluation subsets are not nested in the test subset (bench.data.subsets.stratified)")
+    return subsets.Subset(pos, len(outer), inner.stratified, inner.seed)
