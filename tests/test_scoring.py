@@ -34,7 +34,7 @@ WEIGHT_FREE = ["recon_ssim", "recon_ms_ssim", "recon_psnr", "recon_mse", "train_
                "real_saturation", "spectral_dist", "checkerboard", "sample_sharpness", "recon_sharpness",
                "kl", "active_units", "params", "flops_per_image", "train_images_per_s",
                "sample_images_per_s", "mfu", "wall_s"]
-FIDELITY = ["fid_samples", "kid_samples", "fid_recon", "lpips", "st_lpips"]
+FIDELITY = ["fid_samples", "kid_samples", "fid_recon", "kid_recon", "lpips", "st_lpips"]
 
 
 @pytest.fixture(scope="module")

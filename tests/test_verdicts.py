@@ -4,6 +4,8 @@ beside each comparison, untestable divergence, pending files, and evaluation sub
 (dataset, split, n).  Each test fails on the claims report of 61a7dc1."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -11,6 +13,8 @@ from PIL import Image
 from bench import stats
 from bench.config import schema as config
 from bench.data import evalsets, subsets
+
+ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
 
 # --------------------------------------------------------------------------- stats.seeds_needed
 
@@ -91,3 +95,25 @@ def test_two_files_with_different_n_test_share_the_reference_subsets(tmp_path, m
     assert torch.equal(small.test[small.sheet_pos.indices], large.test[large.sheet_pos.indices])
     # where the test subset is every image the identifiers are what they were: the split's own sample
     assert large.proto("fid")["index_sha256"] == subsets.stratified(large.test_labels, 8).index_hash
+
+
+# --------------------------------------------------------------------------- what each arm trained on
+
+
+def test_every_loss_term_says_which_metrics_it_trains_on():
+    from bench.metrics import CATALOGUE, TRAINED_ON, trained_on
+    from losses import LOSSES
+    assert set(TRAINED_ON) == set(LOSSES.names())
+    assert all(set(v) <= set(CATALOGUE) for v in TRAINED_ON.values())
+    assert trained_on(["kl", "ssim", "colour"]) == {"kl", "recon_ssim", "recon_ssim_all_classes", "recon_colour_error"}
+    assert "recon_mse" in trained_on(["kl", "mse"]) and "recon_psnr" in trained_on(["gaussian_optimal_sigma"])
+    assert not trained_on(["deep_feature"]) & {"kid_samples", "st_lpips", "recon_chroma_error"}
+
+
+def test_kid_of_reconstructions_is_scored_beside_their_fid():
+    """C10 compares both arms' reconstructions of the same held-out images against those images."""
+    from bench.metrics import CATALOGUE, M, scoring
+    assert M.KID_RECON in CATALOGUE and M.KID_RECON in scoring.FIDELITY_KEYS
+    (run,) = [r for r in config.expand(config.load(ABLATIONS / "subset_stl10_cpu.yaml")) if r.arm == "full"][:1]
+    out = scoring._fidelity_metrics(None, None, None, run, torch.device("cpu"), {"seed": 0}, False)
+    assert out[M.KID_RECON]["value"] is None and "disabled" in out[M.KID_RECON]["unavailable"]

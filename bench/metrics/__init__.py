@@ -34,6 +34,7 @@ class M(StrEnum):
     FID_SAMPLES = "fid_samples"
     KID_SAMPLES = "kid_samples"
     FID_RECON = "fid_recon"
+    KID_RECON = "kid_recon"
     LPIPS = "lpips"
     ST_LPIPS = "st_lpips"
     SAMPLE_COLOUR_DIST = "sample_colour_dist"
@@ -89,6 +90,7 @@ CATALOGUE: dict[str, MetricInfo] = {
     M.FID_SAMPLES: MetricInfo("sample FID", ".2f", False, "fidelity", "FID(samples, reference split)"),
     M.KID_SAMPLES: MetricInfo("sample KID", ".4f", False, "fidelity", "KID(samples, reference split)"),
     M.FID_RECON: MetricInfo("recon FID", ".2f", False, "fidelity", "FID(test reconstructions, test images)"),
+    M.KID_RECON: MetricInfo("recon KID", ".4f", False, "fidelity", "KID(test reconstructions, test images)"),
     M.LPIPS: MetricInfo("LPIPS", ".3f", False, "fidelity", "LPIPS(x, x̂), lpips package"),
     M.ST_LPIPS: MetricInfo("ST-LPIPS", ".3f", False, "fidelity", "shift-tolerant LPIPS (stlpips-pytorch)"),
     # colour (C3)
@@ -160,3 +162,24 @@ CATALOGUE: dict[str, MetricInfo] = {
 KEY_METRIC = M.RECON_SSIM
 
 assert set(CATALOGUE) == set(M), "every catalogued key has a constant and vice versa"
+
+# The metrics each loss term optimises (by name in the loss registry; tests/test_verdicts.py checks that every
+# registered term is listed).  A comparison on a metric either arm trained on is no independent evidence:
+# the claims report shows it and never counts it.
+_MSE = (M.RECON_MSE, M.RECON_PSNR, M.TRAIN_RECON_MSE, M.RECON_MSE_ALL_CLASSES)
+TRAINED_ON: dict[str, tuple[str, ...]] = {
+    "mse": _MSE,
+    "gaussian_optimal_sigma": _MSE,             # MSE with a learnt shared variance
+    "l1": (),
+    "ssim": (M.RECON_SSIM, M.RECON_SSIM_ALL_CLASSES),
+    "ms_ssim": (M.RECON_MS_SSIM,),
+    "colour": (M.RECON_COLOUR_ERROR,),          # the pooled 3x3 RGB error is the colour loss itself
+    "kl": (M.KL,),
+    "lpips": (M.LPIPS,),
+    "deep_feature": (),                          # features of a network, no catalogued metric
+}
+
+
+def trained_on(loss_names) -> set[str]:
+    """Metric keys a run whose loss has these terms optimised (unknown terms: none)."""
+    return {m for name in loss_names for m in TRAINED_ON.get(name, ())}

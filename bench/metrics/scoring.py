@@ -53,7 +53,7 @@ from losses import Objective
 from models.conv import count_params
 
 KL_COLLAPSE_NATS = 0.5  # a mean KL below this per image means the posterior ignores x
-FIDELITY_KEYS = ("fid_samples", "kid_samples", "fid_recon", "lpips", "st_lpips")
+FIDELITY_KEYS = ("fid_samples", "kid_samples", "fid_recon", "kid_recon", "lpips", "st_lpips")
 RESIZE = "bench.data.resize: torch bilinear, antialias (identity at native resolution)"
 SAMPLE_SEED_OFFSET = 2          # samples: run.seed + 2 (init uses seed, training noise seed + 1)
 COST_WARMUP, COST_REPEATS = 3, 7
@@ -344,7 +344,7 @@ def _mfu(train_flops: tuple[int, str], ips: float, device: torch.device, c: dict
 
 def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: EvalSets, run: RunSpec,
                       device: torch.device, base: dict[str, Any], enabled: bool) -> dict[str, Any]:
-    """fid_samples, kid_samples, fid_recon, lpips, st_lpips — or ``unavailable`` records."""
+    """fid_samples, kid_samples, fid_recon, kid_recon, lpips, st_lpips — or ``unavailable`` records."""
     if not enabled:
         return {k: unavailable("fidelity metrics disabled (eval.fidelity: false)", **base) for k in FIDELITY_KEYS}
     out: dict[str, Any] = {}
@@ -369,11 +369,12 @@ def _fidelity_metrics(samples_u8: torch.Tensor, recon_u8: torch.Tensor, sets: Ev
     kid_size = kid_subset_size(len(real), run.eval.kid_subset)
     guarded(("fid_samples", "kid_samples"), lambda: fid_mod.fid_kid(
         fake, real, real_key=key, device=device, kid_subset_size=kid_size))
-    if run.eval.fid_recon:
-        guarded(("fid_recon",), lambda: fid_mod.fid_kid(recon, real, real_key=key, device=device,
-                                                        kid_subset_size=kid_size)[0])
+    if run.eval.fid_recon:      # the reconstructions of the same real images, against them (C10's like for like)
+        guarded(("fid_recon", "kid_recon"), lambda: fid_mod.fid_kid(recon, real, real_key=key, device=device,
+                                                                    kid_subset_size=kid_size))
     else:
-        out["fid_recon"] = unavailable("not computed (eval.fid_recon: false)", **base)
+        for k in ("fid_recon", "kid_recon"):
+            out[k] = unavailable("not computed (eval.fid_recon: false)", **base)
     guarded(("lpips",), lambda: fid_mod.lpips_metric(real, recon, device=device, split=sets.split))
     guarded(("st_lpips",), lambda: fid_mod.st_lpips_metric(real, recon, device=device, split=sets.split))
     for k in ("fid_samples", "kid_samples"):
