@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -117,3 +118,26 @@ def test_kid_of_reconstructions_is_scored_beside_their_fid():
     (run,) = [r for r in config.expand(config.load(ABLATIONS / "subset_stl10_cpu.yaml")) if r.arm == "full"][:1]
     out = scoring._fidelity_metrics(None, None, None, run, torch.device("cpu"), {"seed": 0}, False)
     assert out[M.KID_RECON]["value"] is None and "disabled" in out[M.KID_RECON]["unavailable"]
+
+
+# --------------------------------------------------------------------------- colour at matched rate
+
+RESULTS = ABLATIONS.parent / "results"
+
+
+def test_matched_rate_block_from_summary_reproduces_the_runs_block_and_adds_chroma():
+    """results/rd_matched_cpu/summary.json's block was computed from the runs; the summary's per-seed
+    values give the same numbers, and the chroma error at matched rate beside them."""
+    from bench import store
+    from bench.report import rd
+    s = store.read_json(RESULTS / "rd_matched_cpu" / "summary.json")
+    block = rd.matched_from_summary(s)
+    for key, old in s["rd"]["metrics"].items():
+        assert block[key]["rates"] == pytest.approx(old["rates"])
+        for fam, seeds in old["families"].items():
+            for seed, values in seeds.items():
+                assert block[key]["families"][fam][seed] == pytest.approx(values, rel=1e-12)
+    chroma = block["recon_chroma_error"]
+    assert len(chroma["rates"]) == rd.N_MATCHED
+    mean = {f: np.mean([v for vals in seeds.values() for v in vals]) for f, seeds in chroma["families"].items()}
+    assert mean["ssim"] > 13 > 9 > mean["mse"] > 7          # SSIM's colour error ~13.7 vs MSE's ~8

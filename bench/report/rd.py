@@ -4,8 +4,8 @@ With every term summed per image, the KL weight (or the reconstruction weight) s
 beta, and two reconstruction losses at "weight 1" sit at very different rates.  Following Alemi et
 al. (2018, "Fixing a Broken ELBO"), losses are compared along their rate–distortion curves instead:
 
-* **rate** = test KL per image (nats, metric ``kl``); **distortion** = an independent quality metric
-  of the same run (test MSE, SSIM, ST-LPIPS/LPIPS, sample KID);
+* **rate** = test KL per image (nats, metric ``kl``); **distortion** = a quality metric of the same run
+  (test MSE, SSIM, ST-LPIPS/LPIPS, sample KID, per-image chroma error: colour counts at matched rate too);
 * a **family** is a named arm (the loss), its points are the grid values of one swept
   ``loss.<term>.weight`` key, one curve per seed;
 * **matched rate**: rates inside the range every (family, seed) curve covers (no extrapolation),
@@ -15,6 +15,8 @@ al. (2018, "Fixing a Broken ELBO"), losses are compared along their rate–disto
 
 ``write(spec, records, out_dir)`` writes ``rd.md`` and ``figures/rd.png`` when the file sweeps a
 loss weight and returns the figure for the README; otherwise it writes nothing.
+``matched_from_summary(summary)`` gives the same matched-rate block from a results folder's summary.json
+(its per-seed values), so the claims report needs no runs to compare at matched rate.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from bench.report.figures import plt, save_figure
 from bench.report.tables import RunRecord, value_of
 
 RATE = M.KL
-DISTORTIONS = (M.RECON_MSE, M.RECON_SSIM, M.ST_LPIPS, M.LPIPS, M.KID_SAMPLES)
+DISTORTIONS = (M.RECON_MSE, M.RECON_SSIM, M.ST_LPIPS, M.LPIPS, M.KID_SAMPLES, M.RECON_CHROMA_ERROR)
 N_MATCHED = 4
 
 Curves = dict[str, dict[int, list[tuple[float, float]]]]     # family -> seed -> [(rate, value)] sorted
@@ -48,13 +50,29 @@ def family(arm: str) -> str:
     return arm.split(SEP)[0]
 
 
-def curves(records: list[RunRecord], key: str) -> Curves:
+def _curves(points) -> Curves:
+    """Curves from (arm, seed, rate, value) points; points missing either number are left out."""
     out: Curves = defaultdict(lambda: defaultdict(list))
-    for rec in records:
-        rate, value = value_of(rec, RATE), value_of(rec, key)
+    for arm, seed, rate, value in points:
         if rate is not None and value is not None:
-            out[family(rec.run.arm)][rec.run.seed].append((max(rate, 1e-6), value))
+            out[family(arm)][seed].append((max(rate, 1e-6), value))
     return {f: {s: sorted(p) for s, p in seeds.items() if len(p) >= 2} for f, seeds in out.items()}
+
+
+def curves(records: list[RunRecord], key: str) -> Curves:
+    return _curves((r.run.arm, r.run.seed, value_of(r, RATE), value_of(r, key)) for r in records)
+
+
+def summary_curves(summary: dict, key: str) -> Curves:
+    """The same curves from summary.json's groups (per-seed values of finished runs, as ``value_of`` reads)."""
+    def by_seed(group, k):
+        m = group["metrics"].get(k) or {}
+        return dict(zip(m.get("seeds", []), m.get("values", [])))
+    points = []
+    for g in summary.get("groups", []):
+        rates, values = by_seed(g, RATE), by_seed(g, key)
+        points += [(g["arm"], seed, rates[seed], values[seed]) for seed in rates.keys() & values.keys()]
+    return _curves(points)
 
 
 def matched_rates(c: Curves, n: int = N_MATCHED) -> list[float]:
@@ -163,14 +181,24 @@ def matched_block(spec: AblationSpec, records: list[RunRecord]) -> dict | None:
     weight_key = swept_weight(records)
     if weight_key is None:
         return None
-    out = {"weight_key": weight_key, "baseline": family(spec.baseline or records[0].run.arm), "metrics": {}}
+    return {"weight_key": weight_key, "baseline": family(spec.baseline or records[0].run.arm),
+            "metrics": _matched_metrics(lambda key: curves(records, key))}
+
+
+def matched_from_summary(summary: dict) -> dict:
+    """``matched_block``'s per-metric part ({metric: {rates, families}}) from a summary.json's groups."""
+    return _matched_metrics(lambda key: summary_curves(summary, key))
+
+
+def _matched_metrics(curves_of) -> dict:
+    out = {}
     for key in DISTORTIONS:
-        c = curves(records, key)
+        c = curves_of(key)
         rates = matched_rates(c)
         if rates:
-            out["metrics"][key] = {"rates": rates, "families": {
-                fam: {str(seed): [at_rate(p, r) for r in rates] for seed, p in seeds.items()}
-                for fam, seeds in c.items()}}
+            out[key] = {"rates": rates, "families": {
+                fam: {str(seed): [at_rate(p, r) for r in rates] for seed, p in sorted(seeds.items())}
+                for fam, seeds in sorted(c.items())}}
     return out
 
 
