@@ -144,7 +144,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--at", default=None, metavar="REV", help="compare A as committed at REV (A) with A as it "
                    "is now (B), e.g. --at HEAD~3")
     p.add_argument("--metrics", default="", metavar="recon_ssim,fid_samples", help="only these metrics")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE.md", help="also write the table as markdown")
+    p.add_argument("--out", type=Path, default=None, metavar="out.md", help="also write the table as markdown")
 
 
 def build_parser() -> argparse.ArgumentParser:
